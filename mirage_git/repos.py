@@ -1,0 +1,76 @@
+"""Repository identity: reduce the many spellings of one repository to one string.
+
+A webhook names its repository by full name, HTTPS URL, SSH URL or scp-style address;
+the config may name it by any of those or by a local path. Both sides go through
+`normalise` so that matching a delivery to an app is a plain string comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import unquote, urlsplit
+
+_SCP = re.compile(r"^(?:[^@/:]+@)?(?P<host>[^/:]+):(?P<path>(?!//).+)$")
+
+
+def is_local(repo: str) -> bool:
+    """True when `repo` is a filesystem path or a file:// URL rather than a remote address."""
+    if repo.startswith("file://"):
+        return True
+    if "://" in repo:
+        return False
+    return not _SCP.match(repo) or repo.startswith(("/", ".", "~"))
+
+
+def normalise(repo: str) -> str:
+    """The comparable identity of a repository address.
+
+    >>> normalise("git@GitHub.com:Owner/Name.git")
+    'github.com/owner/name'
+    >>> normalise("https://user@github.com/owner/name/")
+    'github.com/owner/name'
+    """
+    repo = repo.strip()
+    if repo.startswith("file://"):
+        path = unquote(urlsplit(repo).path)
+        return _strip(os.path.abspath(path)).casefold()
+    if "://" in repo:
+        parts = urlsplit(repo)
+        host = (parts.hostname or "").lower()
+        if parts.port and parts.port not in (22, 80, 443):
+            host = f"{host}:{parts.port}"
+        return _strip(f"{host}{unquote(parts.path)}").casefold()
+    if repo.startswith(("/", ".", "~")):
+        return _strip(os.path.abspath(os.path.expanduser(repo))).casefold()
+    scp = _SCP.match(repo)
+    if scp:
+        return _strip(f"{scp['host'].lower()}/{scp['path'].lstrip('/')}").casefold()
+    # A bare "owner/name" full name, as forges put in their payloads.
+    return _strip(repo).casefold()
+
+
+def matches(identity: str, candidates: frozenset[str]) -> bool:
+    """True when `identity` names one of `candidates`, also across the full-name/URL divide.
+
+    A configured `owner/name` matches a payload URL `github.com/owner/name`, and the other
+    way round, because forges report both and users write either.
+    """
+    if identity in candidates:
+        return True
+    return any(_same_tail(identity, c) for c in candidates)
+
+
+def _same_tail(a: str, b: str) -> bool:
+    short, long = sorted((a, b), key=len)
+    # Only a host-less full name ("owner/name", no dot before the first '/') may match by suffix.
+    if "/" not in short or "." in short.split("/", 1)[0] or short.startswith("/"):
+        return False
+    return long.endswith("/" + short) and long.count("/") == short.count("/") + 1
+
+
+def _strip(path: str) -> str:
+    path = path.rstrip("/")
+    if path.endswith(".git"):
+        path = path[:-4]
+    return path.rstrip("/")
