@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 
-class Unavailable(Exception):
+class UserError(Exception):
+    """Something the user can fix, phrased as one line that says how."""
+
+
+class Unavailable(UserError):
     """Redis, Docker or git is missing or not answering.
 
     The message is a single sentence meant for a terminal or an HTTP 503 body; `doctor`

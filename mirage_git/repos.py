@@ -63,10 +63,15 @@ def matches(identity: str, candidates: frozenset[str]) -> bool:
 
 def _same_tail(a: str, b: str) -> bool:
     short, long = sorted((a, b), key=len)
-    # Only a host-less full name ("owner/name", no dot before the first '/') may match by suffix.
-    if "/" not in short or "." in short.split("/", 1)[0] or short.startswith("/"):
+    # Only a host-less full name ("owner/name") may match, and only a URL identity ("host/owner/name").
+    if "/" not in short or _looks_like_host(short.split("/", 1)[0]) or short.startswith("/"):
         return False
-    return long.endswith("/" + short) and long.count("/") == short.count("/") + 1
+    host = long.split("/", 1)[0]
+    return _looks_like_host(host) and long == f"{host}/{short}"
+
+
+def _looks_like_host(segment: str) -> bool:
+    return "." in segment or ":" in segment or segment == "localhost"
 
 
 def _strip(path: str) -> str:

@@ -166,6 +166,29 @@ class Store:
         pipe.delete(_env(host), _latest(host))
         pipe.execute()
 
+    def forget_env(self, job_id: str, host: str, app: str, branch: str) -> bool:
+        """Drop every trace of an env (route, record, slug, counters), unless a newer job owns it."""
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(_latest(host))
+                if pipe.get(_latest(host)) != job_id:
+                    return False
+                slug = pipe.hget(_slugs(app), branch)
+                pipe.multi()
+                pipe.hdel(ROUTES, host)
+                pipe.srem(ENVS, host)
+                pipe.delete(_env(host), _latest(host))
+                pipe.hdel(_slugs(app), branch)
+                if slug:
+                    pipe.hdel(_slug_owners(app), slug)
+                pipe.hdel(ACCESS_COUNT, host)
+                pipe.hdel(ACCESS_LAST, host)
+                pipe.publish(ROUTES_CHANNEL, host)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
     def set_latest(self, host: str, job_id: str) -> str | None:
         """Make `job_id` the job that decides what `host` serves; returns the one it replaces."""
         return self.r.set(_latest(host), job_id, get=True)

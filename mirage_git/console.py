@@ -1,0 +1,83 @@
+"""What the CLI prints: env tables, job logs, and the outcome of a deploy or teardown."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import params as params_mod
+from . import queue
+from .config import Config
+from .models import iso
+from .store import Store
+
+
+def envs(store: Store, as_json: bool) -> None:
+    items = sorted(store.envs(), key=lambda e: (e.app, e.branch))
+    if as_json:
+        click.echo(json.dumps([e.to_api() for e in items], indent=2))
+        return
+    if not items:
+        click.echo("no environments yet: push a branch, or run `mirage-git deploy APP BRANCH`")
+        return
+    rows = [("APP", "BRANCH", "STATUS", "COMMIT", "DEPLOYED", "URL")]
+    rows += [(e.app, e.branch, e.status, (e.commit or "")[:12], iso(e.deployed_at) or "-", e.url) for e in items]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def logs(store: Store, job_id: str, follow: bool) -> int:
+    """Print a job's log; with `follow`, until it ends. Exit status: 0 unless the job failed."""
+    job = store.job(job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id!r}; `mirage-git envs` shows each env's last job")
+    if not follow:
+        click.echo(store.log_text(job_id), nl=False)
+        return 1 if job.status == "failed" else 0
+    for entry_id, fields in store.follow_log(job_id):
+        if entry_id:
+            click.echo(fields.get("t", ""))
+    final = store.job(job_id)
+    return 1 if final is None or final.status == "failed" else 0
+
+
+def deploy(cfg: Config, store: Store, app_name: str, branch: str, commit: str | None, raw_params: tuple[str, ...],
+           follow: bool) -> int:
+    app = _app(cfg, app_name)
+    params = {}
+    for item in raw_params:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        params[name] = value
+    found = params_mod.problems(app.parameters, params)
+    if found:
+        raise click.ClickException("; ".join(f"parameter {k} {v}" for k, v in found.items()))
+    job = queue.deploy(cfg, store, queue.rq_queue(cfg), app, branch, commit, source="cli",
+                       params=params_mod.resolve(app.parameters, params))
+    return _report(store, job.id, job.env_url, follow)
+
+
+def destroy(cfg: Config, store: Store, app_name: str, branch: str, follow: bool) -> int:
+    app = _app(cfg, app_name)
+    if store.slug_of(app.name, branch) is None:
+        raise click.ClickException(f"{app.name} has no env for branch {branch!r}; `mirage-git envs` lists them")
+    job = queue.teardown(cfg, store, queue.rq_queue(cfg), app, branch, source="cli")
+    return _report(store, job.id, job.env_url, follow)
+
+
+def _app(cfg: Config, name: str):  # type: ignore[no-untyped-def]
+    try:
+        return cfg.app(name)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+
+
+def _report(store: Store, job_id: str, env_url: str, follow: bool) -> int:
+    click.echo(f"job {job_id}: {env_url}", err=True)
+    if not follow:
+        click.echo(job_id)
+        return 0
+    return logs(store, job_id, follow=True)

@@ -1,0 +1,47 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .. import queue
+from ..config import Config
+from ..errors import Unavailable
+from ..store import Store
+from . import api, hooks, ui
+from .context import Services
+
+MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on webhook payloads
+
+
+def create_app(config: Config, store: Store | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    store = store or Store.from_url(config.effective_redis_url)
+    app.extensions["mirage"] = Services(config, store, queue.rq_queue(config))
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ui.bp)
+
+    @app.errorhandler(Unavailable)
+    def unavailable(exc: Unavailable):  # type: ignore[no-untyped-def]
+        return _error(503, str(exc))
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError):  # type: ignore[no-untyped-def]
+        return _error(503, str(Unavailable.redis(store.where, exc)))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    return app
+
+
+def _error(status: int, message: str):  # type: ignore[no-untyped-def]
+    """JSON for machines (API, webhooks, git), a small page for people."""
+    if request.path.startswith(("/api/", "/hooks/")) or not request.accept_mimetypes.accept_html:
+        return jsonify(error=message), status
+    return render_template("error.html", status=status, message=message), status

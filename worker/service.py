@@ -1,0 +1,112 @@
+"""`mirage-git worker`: RQ worker processes, and the clean-up that runs before they start.
+
+A worker that was killed mid-job (Ctrl-C on `up`, a reboot) leaves a job marked running
+and maybe an env marked building. `recover` settles those, so the dashboard never shows
+a build that nobody is doing.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import docker.errors
+import redis
+import rq
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+
+from mirage_git import queue
+from mirage_git.config import CONFIG_ENV, Config
+from mirage_git.models import Route
+from mirage_git.store import Store
+
+from . import docker_runtime as runtime
+
+log = logging.getLogger("mirage.worker")
+ORPHAN_AFTER = 120.0  # seconds without a heartbeat before a started job counts as abandoned
+
+
+def run(config: Config, store: Store, count: int) -> None:
+    """Run `count` RQ workers until SIGINT/SIGTERM."""
+    if config.path:
+        os.environ[CONFIG_ENV] = str(config.path)
+    runtime.connect()  # fail now, with the fix, rather than on the first job
+    recover(config, store)
+    if count == 1:
+        _work(config)
+        return
+    procs = [multiprocessing.get_context("fork").Process(target=_work, args=(config,), name=f"worker-{i}")
+             for i in range(count)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid and proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+
+
+def _work(config: Config) -> None:
+    conn = redis.Redis.from_url(config.effective_redis_url)
+    worker = rq.Worker([queue.QUEUE_NAME], connection=conn)
+    worker.work(logging_level="INFO", with_scheduler=False)
+
+
+def recover(config: Config, store: Store) -> None:
+    """Mark jobs that no live worker is running as failed, and envs whose container is gone as stopped."""
+    conn = redis.Redis.from_url(config.effective_redis_url)
+    for job in store.jobs(limit=500):
+        if job.status not in ("running", "queued"):
+            continue
+        try:
+            rq_job = RQJob.fetch(job.id, connection=conn)
+            status = rq_job.get_status()
+            beat = rq_job.last_heartbeat
+        except rq.exceptions.NoSuchJobError:
+            status, beat = None, None
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            continue
+        if status == JobStatus.STARTED and beat and _age(beat) < ORPHAN_AFTER:
+            continue
+        reason = "interrupted: the worker running this job stopped; deploy again to retry"
+        store.append_log(job.id, f"deploy failed: {reason}", end="failed")
+        store.update_job(job.id, status="failed", ended_at=time.time(), error=reason)
+        env = store.env(job.host)
+        if env is not None and env.job_id == job.id and env.status in ("queued", "building"):
+            store.update_env(job.host, status="live" if env.live_job_id else "failed")
+            if not env.live_job_id:
+                store.set_route(Route(job.host, job.app, job.branch, "failed", job_id=job.id))
+        log.warning("job %s was interrupted; marked failed", job.id)
+    _check_containers(store)
+
+
+def _check_containers(store: Store) -> None:
+    client = runtime.connect()
+    for env in store.envs():
+        if not env.container or env.status == "stopped":
+            continue
+        try:
+            state = client.api.inspect_container(env.container)["State"]
+        except docker.errors.NotFound:
+            store.update_env(env.host, status="stopped")
+            log.warning("%s: its container is gone; marked stopped", env.host)
+            continue
+        if not state.get("Running"):
+            client.api.start(env.container)
+            log.warning("%s: started its stopped container", env.host)
+
+
+def _age(then: datetime) -> float:
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
