@@ -1,7 +1,9 @@
 """Docker, through the SDK: build with a streaming log, run, wait until healthy, clean up.
 
-Every container and image carries `mirage.app` / `mirage.branch` labels, so whatever
-Redis forgets can be found again and nothing is left behind by a teardown.
+Containers carry `mirage.app` / `mirage.branch` labels and images are tagged
+`mirage/<app>:<slug>_<sha>`, so whatever Redis forgets can be found again and nothing is
+left behind by a teardown. (Images get no labels: the classic builder turns each label
+into an extra build step that costs a container start.)
 """
 
 from __future__ import annotations
@@ -35,20 +37,20 @@ def connect() -> docker.DockerClient:
         raise Unavailable.docker(exc) from None
 
 
-def image_repository(app: str) -> str:
-    return f"mirage/{app}"
+def image_tag(app: str, slug: str, commit: str) -> str:
+    """`mirage/<app>:<slug>_<sha>`; slugs never contain '_', so a slug's images are `<slug>_*`."""
+    return f"mirage/{app}:{slug}_{commit[:12]}"
 
 
-def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, labels: Mapping[str, str],
-          log: Log) -> str:
+def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, log: Log) -> str:
     """Build `context` and return the image id, streaming Docker's output into `log`."""
     if not (context / dockerfile).is_file():
         raise DeployError(f"there is no {dockerfile} in the build context")
     image_id = None
     pending = ""
     try:
-        for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, labels=dict(labels),
-                                      rm=True, forcerm=True, pull=False, decode=True):
+        for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
+                                      pull=False, decode=True):
             if "stream" in chunk:
                 pending += chunk["stream"]
                 *lines, pending = pending.split("\n")
@@ -180,11 +182,10 @@ def branch_containers(client: docker.DockerClient, app: str, branch: str) -> lis
     return client.api.containers(all=True, filters={"label": [f"{LABEL_APP}={app}", _branch_label(branch)]})
 
 
-def remove_branch_images(client: docker.DockerClient, app: str, branch: str, keep: str | None = None) -> int:
-    """Remove the branch's images except `keep`; returns how many went."""
+def remove_branch_images(client: docker.DockerClient, app: str, slug: str, keep: str | None = None) -> int:
+    """Remove the images built for one branch (by its slug), except `keep`; returns how many went."""
     removed = 0
-    images = client.api.images(filters={"label": [f"{LABEL_APP}={app}", _branch_label(branch)]})
-    for image in images:
+    for image in client.api.images(filters={"reference": f"mirage/{app}:{slug}_*"}):
         if image["Id"] == keep:
             continue
         try:

@@ -85,13 +85,12 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
             log(f"commit {commit}")
             source.export(ctx.config.data_dir / "cache" / f"{app}.git", commit, appcfg.context, workdir)
         _check_latest(ctx, job)
-        env = ctx.store.env(job.host)
-        slug = env.slug if env else naming.slugify(branch)
+        slug = _slug(job)
         labels = {runtime.LABEL_APP: app, runtime.LABEL_BRANCH: branch, runtime.LABEL_COMMIT: commit,
                   runtime.LABEL_JOB: job.id, "mirage.host": job.host}
         with log.step("build", "Building the image"):
-            tag = f"{runtime.image_repository(app)}:{slug}-{naming.short_sha(commit)}"
-            image = runtime.build(client, workdir, appcfg.dockerfile, tag, labels, log)
+            tag = runtime.image_tag(app, slug, commit)
+            image = runtime.build(client, workdir, appcfg.dockerfile, tag, log)
             log(f"built {tag} ({image[:19]})")
         _check_latest(ctx, job)
         with log.step("run", "Starting the container"):
@@ -122,9 +121,9 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
                 if old["Id"] != container.id:
                     runtime.remove(client, old["Id"])
                     log(f"removed container {old['Id'][:12]}")
-            kept = runtime.remove_branch_images(client, app, branch, keep=image)
-            if kept:
-                log(f"removed {kept} old image(s)")
+            removed = runtime.remove_branch_images(client, app, slug, keep=image)
+            if removed:
+                log(f"removed {removed} old image(s)")
             if previous and previous.commit and previous.commit != commit:
                 log(f"replaced {naming.short_sha(previous.commit)}")
         log.finish("succeeded", f"live at {job.env_url}")
@@ -166,7 +165,7 @@ def teardown(app: str, branch: str) -> str:
                 runtime.remove(client, c["Id"])
                 log(f"removed container {c['Id'][:12]}")
         with log.step("images", "Removing the images"):
-            log(f"removed {runtime.remove_branch_images(client, app, branch)} image(s)")
+            log(f"removed {runtime.remove_branch_images(client, app, _slug(job))} image(s)")
         if not ctx.store.forget_env(job.id, job.host, app, branch):
             log("a newer job was queued for this branch; it will bring the env back")
         log.finish("succeeded", f"torn down {job.env_url}")
@@ -185,6 +184,10 @@ def _app(cfg: Config, name: str) -> AppConfig:
     if name not in cfg.apps:
         raise runtime.DeployError(f"app {name!r} is no longer in the config")
     return cfg.apps[name]
+
+
+def _slug(job: Job) -> str:
+    return job.host.split(".", 1)[0]
 
 
 def _check_latest(ctx: Context, job: Job) -> None:

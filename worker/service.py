@@ -57,6 +57,8 @@ def run(config: Config, store: Store, count: int) -> None:
 
 
 def _work(config: Config) -> None:
+    from . import jobs  # noqa: F401  (imported once here, so each forked job starts warm)
+
     conn = redis.Redis.from_url(config.effective_redis_url)
     worker = rq.Worker([queue.QUEUE_NAME], connection=conn)
     worker.work(logging_level="INFO", with_scheduler=False)

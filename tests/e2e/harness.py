@@ -1,0 +1,236 @@
+"""Real things for end-to-end tests: a git repository, a running `mirage-git up`, forge deliveries.
+
+Nothing here is faked: the repository is real git, the service is the real CLI in a
+subprocess with its embedded Redis, and deployments run on the real Docker engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from mirage_git.store import Store
+
+HERE = Path(__file__).parent
+FIXTURES = HERE.parent / "fixtures" / "webhooks"
+SECRET = "It's a Secret to Everybody"
+BUSYBOX = Path("/bin/busybox")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class AppRepo:
+    """A git repository holding a tiny busybox web app (tests/e2e/app)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        shutil.copytree(HERE / "app", path)
+        shutil.copy(BUSYBOX, path / "busybox")
+        git(path, "init", "-q", "-b", "main")
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", "initial")
+
+    def commit(self, branch: str, files: dict[str, str], message: str = "change", base: str = "main") -> str:
+        """Write `files` on `branch` (created from `base` if new) and commit; returns the sha."""
+        existing = git(self.path, "branch", "--list", branch)
+        git(self.path, "checkout", "-q", branch if existing else "-b", *([] if existing else [branch, base]))
+        for name, text in files.items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        sha = git(self.path, "rev-parse", "HEAD")
+        git(self.path, "checkout", "-q", "main")
+        return sha
+
+    def delete(self, branch: str) -> None:
+        git(self.path, "branch", "-q", "-D", branch)
+
+
+class Service:
+    """`mirage-git up` on private ports, with its own data folder and embedded Redis."""
+
+    def __init__(self, root: Path, app: str, repo: Path, extra: str = "") -> None:
+        self.app, self.root = app, root
+        self.web_port, self.proxy_port = free_port(), free_port()
+        self.domain = f"{app}.test.localhost"
+        self.config = root / "mirage.toml"
+        self.config.write_text(f"""
+data_dir = "data"
+[web]
+listen = "127.0.0.1:{self.web_port}"
+[proxy]
+listen = "127.0.0.1:{self.proxy_port}"
+[worker]
+count = 2
+[apps.{app}]
+repo = "{repo}"
+webhook_repo = "example/{app}"
+webhook_secret = "{SECRET}"
+domain = "{self.domain}"
+health_timeout = 20
+{extra}
+""")
+        self.web = f"http://127.0.0.1:{self.web_port}"
+        self.output: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout: float = 60) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mirage_git", "--config", str(self.config), "up"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        up = threading.Event()
+
+        def pump() -> None:
+            assert self.proc and self.proc.stdout
+            for line in self.proc.stdout:
+                self.output.append(line.rstrip())
+                if line.startswith("mirage-git is up"):
+                    up.set()
+        threading.Thread(target=pump, daemon=True).start()
+        if not up.wait(timeout):
+            self.stop()
+            raise RuntimeError("mirage-git up did not start:\n" + "\n".join(self.output[-50:]))
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    @property
+    def store(self) -> Store:
+        return Store.from_url(f"unix://{self.root / 'data' / 'redis.sock'}")
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mirage_git", "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    # --- talking to it --------------------------------------------------------------------
+    def host(self, branch_slug: str) -> str:
+        return f"{branch_slug}.{self.domain}"
+
+    def get(self, host: str, path: str = "/", **kw: Any) -> requests.Response:
+        """A request through the proxy, addressed by Host like a browser would."""
+        return requests.get(f"http://127.0.0.1:{self.proxy_port}{path}", headers={"Host": host}, timeout=10, **kw)
+
+    def hook(self, forge: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        return requests.post(f"{self.web}/hooks/{forge}", data=body, headers=headers, timeout=10)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return requests.get(f"{self.web}/api/jobs/{job_id}", timeout=10).json()
+
+    def wait_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] in ("succeeded", "failed", "superseded"):
+                return job
+            time.sleep(0.2)
+        log = requests.get(f"{self.web}/api/jobs/{job_id}/log", timeout=10).text
+        raise AssertionError(f"job {job_id} did not finish in {timeout}s; log:\n{log}")
+
+    def log(self, job_id: str) -> str:
+        return requests.get(f"{self.web}/api/jobs/{job_id}/log", timeout=10).text
+
+
+def cleanup_docker(app: str) -> None:
+    client = docker.from_env()
+    for c in client.api.containers(all=True, filters={"label": f"mirage.app={app}"}):
+        client.api.remove_container(c["Id"], force=True)
+    for image in client.api.images(filters={"reference": f"mirage/{app}:*"}):
+        with contextlib.suppress(docker.errors.APIError):
+            client.api.remove_image(image["Id"], force=True)
+
+
+def containers(app: str, branch: str) -> list[dict[str, Any]]:
+    client = docker.from_env()
+    return client.api.containers(all=True, filters={"label": [f"mirage.app={app}", f"mirage.branch={branch}"]})
+
+
+# --- forge deliveries, built from the real fixture payloads ------------------------------
+def _sign(body: bytes) -> str:
+    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def github_push(app: str, branch: str, after: str, *, deleted: bool = False, secret: str = SECRET,
+                ) -> tuple[bytes, dict[str, str]]:
+    name = "push-branch-delete.json" if deleted else "push-branch.json"
+    payload = json.loads((FIXTURES / "github" / name).read_bytes())
+    payload["ref"] = f"refs/heads/{branch}"
+    payload["after"] = "0" * 40 if deleted else after
+    payload["repository"]["full_name"] = f"example/{app}"
+    payload["repository"]["clone_url"] = f"https://github.com/example/{app}.git"
+    if not deleted:
+        payload["head_commit"]["id"] = after
+    body = json.dumps(payload).encode()
+    sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"Content-Type": "application/json", "X-GitHub-Event": "push",
+                  "X-GitHub-Delivery": f"test-{time.time_ns()}", "X-Hub-Signature-256": f"sha256={sig}"}
+
+
+def gitlab_push(app: str, branch: str, after: str, token: str | None = SECRET) -> tuple[bytes, dict[str, str]]:
+    payload = json.loads((FIXTURES / "gitlab" / "push-hook.json").read_bytes())
+    payload["ref"] = f"refs/heads/{branch}"
+    payload["after"] = payload["checkout_sha"] = after
+    payload["project"]["path_with_namespace"] = f"example/{app}"
+    payload["project"]["git_http_url"] = f"https://gitlab.example.com/example/{app}.git"
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": "Push Hook"}
+    if token is not None:
+        headers["X-Gitlab-Token"] = token
+    return body, headers
+
+
+def gitea_push(app: str, branch: str, after: str) -> tuple[bytes, dict[str, str]]:
+    payload = json.loads((FIXTURES / "gitea" / "push-branch.json").read_bytes())
+    payload["ref"] = f"refs/heads/{branch}"
+    payload["after"] = after
+    payload["repository"]["full_name"] = f"example/{app}"
+    body = json.dumps(payload).encode()
+    sig = _sign(body)
+    # Gitea sends GitHub's header names too; the receiver must not be fooled by them.
+    return body, {"Content-Type": "application/json", "X-Gitea-Event": "push", "X-Gitea-Signature": sig,
+                  "X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={sig}"}
+
+
+def gitea_delete(app: str, branch: str) -> tuple[bytes, dict[str, str]]:
+    payload = json.loads((FIXTURES / "gitea" / "delete-branch.json").read_bytes())
+    payload["ref"] = branch
+    payload["repository"]["full_name"] = f"example/{app}"
+    body = json.dumps(payload).encode()
+    return body, {"Content-Type": "application/json", "X-Gitea-Event": "delete", "X-Gitea-Signature": _sign(body)}
