@@ -80,10 +80,14 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         client = ctx.docker
         with log.step("fetch", "Fetching the commit"):
             origin = job.repo or appcfg.repo or str(ctx.config.data_dir / "repos" / f"{app}.git")
-            commit = source.fetch(ctx.config.data_dir / "cache" / f"{app}.git", origin, branch, commit, log)
+            cache = ctx.config.data_dir / "cache" / f"{app}.git"
+            if job.source == "push" and commit:
+                commit = source.fetch_pushed(cache, origin, branch, commit, job.quarantine, log)
+            else:
+                commit = source.fetch(cache, origin, branch, commit, log)
             ctx.store.update_job(job.id, commit=commit)
             log(f"commit {commit}")
-            source.export(ctx.config.data_dir / "cache" / f"{app}.git", commit, appcfg.context, workdir)
+            source.export(cache, commit, appcfg.context, workdir)
         _check_latest(ctx, job)
         slug = _slug(job)
         labels = {runtime.LABEL_APP: app, runtime.LABEL_BRANCH: branch, runtime.LABEL_COMMIT: commit,

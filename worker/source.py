@@ -7,6 +7,8 @@ workers that build the same app from tripping over git's own ref locks.
 from __future__ import annotations
 
 import fcntl
+import os
+import shlex
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,6 +62,37 @@ def fetch(cache: Path, origin: str, branch: str, commit: str | None, log: Callab
                     raise SourceError(f"commit {short} is not in {origin}: {_git_reason(exc)}") from None
             if not _has_commit(repo, commit):
                 raise SourceError(f"commit {naming.short_sha(commit)} is not in {origin}")
+            return repo.git.rev_parse(f"{commit}^{{commit}}")
+
+
+def fetch_pushed(cache: Path, origin: str, branch: str, commit: str, quarantine: str | None,
+                 log: Callable[[str], None]) -> str:
+    """Bring a commit that was just pushed to `origin` (the app's bare repository) into `cache`.
+
+    While the pusher's pre-receive hook waits for this job, the new objects sit in git's
+    quarantine directory and no ref points at them yet, so neither a branch fetch nor a
+    plain fetch by id can see them. The upload-pack serving this fetch gets the quarantine
+    as an extra object directory (an alternate) instead. Only that side does: the cache
+    itself never refers to the quarantine, so it stays whole after git deletes it.
+    """
+    with _locked(cache):
+        repo = git.Repo(cache) if (cache / "HEAD").exists() else git.Repo.init(cache, bare=True)
+        with repo:
+            ref = f"refs/mirage/heads/{branch}"
+            if not _has_commit(repo, commit):
+                log(f"fetching {naming.short_sha(commit)} from {origin}" + (" (pushed, in quarantine)"
+                                                                           if quarantine else ""))
+                upload_pack = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
+                if quarantine and os.path.isdir(quarantine):
+                    upload_pack = f"env GIT_ALTERNATE_OBJECT_DIRECTORIES={shlex.quote(quarantine)} {upload_pack}"
+                try:
+                    repo.git.fetch(f"--upload-pack={upload_pack}", "--no-tags", "--quiet", origin,
+                                   f"+{commit}:{ref}")
+                except git.GitCommandError as exc:
+                    raise SourceError(f"commit {naming.short_sha(commit)} could not be fetched from {origin} "
+                                      f"(was the push interrupted? push again): {_git_reason(exc)}") from None
+            else:
+                repo.git.update_ref(ref, commit)
             return repo.git.rev_parse(f"{commit}^{{commit}}")
 
 
