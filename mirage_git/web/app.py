@@ -10,7 +10,7 @@ from .. import queue
 from ..config import Config
 from ..errors import Unavailable
 from ..store import Store
-from . import api, hooks, ui
+from . import api, git_http, hooks, ui
 from .context import Services
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on webhook payloads
@@ -24,6 +24,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ui.bp)
+    app.register_blueprint(git_http.bp)  # /git/: its own Basic auth (push_token); keep it out of any UI login
 
     @app.errorhandler(Unavailable)
     def unavailable(exc: Unavailable):  # type: ignore[no-untyped-def]
