@@ -106,11 +106,13 @@ def pre_receive(updates: list[RefUpdate], out: Output) -> int:
         threads.append(thread)
     for thread in threads:
         thread.join()
+    if not any(o.accept for o in outcomes.values()):
+        # Nothing to let through: decline here. git then rejects every ref without running `update`
+        # and without adding its own "hook declined" line, so our outcome stays the pusher's last line.
+        return 1
     verdicts.save(Path.cwd(), os.getppid(),
                   [verdicts.Verdict(u.ref, u.old, u.new, outcomes[u].accept) for u in updates])
-    # With nothing to let through, decline here: git then rejects every ref without running `update`
-    # and without adding its own "hook declined" line, so our outcome stays the pusher's last line.
-    return 0 if any(o.accept for o in outcomes.values()) else 1
+    return 0
 
 
 def update(ref: str, old: str, new: str, out: Output) -> int:
