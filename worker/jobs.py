@@ -104,6 +104,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         with log.step("health", f"Waiting for {appcfg.health_path} to answer"):
             runtime.wait_healthy(client, container, host_ports[port], appcfg.health_path, job.host,
                                  appcfg.health_timeout, log)
+            runtime.keep_running(container)
         with log.step("route", "Routing traffic to the new version"):
             previous = ctx.store.env(job.host)
             route = Route(job.host, app, branch, "live", port=host_ports[port],
