@@ -128,14 +128,6 @@ class Store:
     def slug_of(self, app: str, branch: str) -> str | None:
         return self.r.hget(_slugs(app), branch)
 
-    def release_slug(self, app: str, branch: str) -> None:
-        slug = self.r.hget(_slugs(app), branch)
-        pipe = self.r.pipeline()
-        pipe.hdel(_slugs(app), branch)
-        if slug:
-            pipe.hdel(_slug_owners(app), slug)
-        pipe.execute()
-
     # --- envs ---------------------------------------------------------------------------
     def env(self, host: str) -> Env | None:
         data = self.r.hgetall(_env(host))
@@ -159,12 +151,6 @@ class Store:
         if not self.r.exists(_env(host)):
             return
         self._hset(_env(host), values)
-
-    def delete_env(self, host: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.srem(ENVS, host)
-        pipe.delete(_env(host), _latest(host))
-        pipe.execute()
 
     def forget_env(self, job_id: str, host: str, app: str, branch: str) -> bool:
         """Drop every trace of an env (route, record, slug, counters), unless a newer job owns it."""
@@ -265,7 +251,7 @@ class Store:
         return "".join(fields.get("t", "") + "\n" for _, fields in self.r.xrange(_log(job_id)))
 
     def follow_log(self, job_id: str, after: str = "0-0", poll: float = 1.0) -> Iterator[LogEntry]:
-        """Yield a job's log entries as they are written, until the job is done.
+        """Yield a job's log entries as they are written, until the job's last line (`end`).
 
         Yields `("", {})` every `poll` seconds of silence so streaming callers can send a
         keep-alive and notice a dropped client.
@@ -276,6 +262,8 @@ class Store:
             for entry in entries:
                 after = entry[0]
                 yield entry
+                if "end" in entry[1]:
+                    return
             if not entries:
                 job = self.job(job_id)
                 if job is None or job.done:
@@ -297,12 +285,6 @@ class Store:
         counts, last = self.r.hgetall(ACCESS_COUNT), self.r.hgetall(ACCESS_LAST)
         hosts = set(counts) | set(last)
         return {h: (int(counts.get(h, 0)), float(last[h]) if h in last else None) for h in hosts}
-
-    def forget_access(self, host: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.hdel(ACCESS_COUNT, host)
-        pipe.hdel(ACCESS_LAST, host)
-        pipe.execute()
 
     # --- helpers ------------------------------------------------------------------------
     def _hset(self, key: str, values: dict[str, Any], pipe: Any = None) -> None:

@@ -1,0 +1,186 @@
+"""Where routes come from: an in-memory table kept in step with Redis.
+
+The request path never talks to Redis. `RouteTable` lives on the event loop and answers
+"what do I do with a request for this Host?" from a dict. `RouteFeed` runs in a thread:
+it subscribes to route changes (so a change is applied within milliseconds), re-reads
+the whole table about once a second as a safety net for missed messages, and when
+Redis is down it keeps the last known table, says so in the log, and reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import redis
+
+from ..config import Config
+from ..models import Route
+from ..store import Store
+from . import pages
+
+log = logging.getLogger("mirage_git.proxy")
+
+RESYNC_SECONDS = 1.0
+_CACHE_MAX = 4096  # distinct Host values remembered per listener; more are recomputed
+
+
+class Decision(NamedTuple):
+    """What to do with a request: forward to 127.0.0.1:`port`, else answer with `page`."""
+
+    host: str
+    port: int | None
+    page: bytes | None
+    known: bool  # the host has a route (counted in access statistics)
+
+
+def normalise_host(raw: bytes) -> str:
+    """The route key for a Host header value: lower-case, without port or trailing dot."""
+    host = raw.strip().lower().decode("latin-1")
+    host = host[: host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]  # "[::1]:80" is IPv6
+    return host.rstrip(".")
+
+
+class RouteTable:
+    """The routes one worker knows, and per-listener caches of decisions derived from them.
+
+    Only the event loop's thread touches it; `RouteFeed` hands it new data through
+    `loop.call_soon_threadsafe`, so there are no locks on the request path.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.routes: dict[str, Route] = {}
+        self.loaded = False
+        self._caches: list[dict[bytes, Decision]] = []
+        self._live: list[tuple[str, str]] | None = None
+
+    def replace(self, routes: dict[str, Route]) -> None:
+        self.loaded = True
+        if routes != self.routes:
+            self.routes = routes
+            self._changed()
+
+    def update(self, host: str, route: Route | None) -> None:
+        if self.routes.get(host) == route:
+            return
+        routes = dict(self.routes)
+        if route is None:
+            routes.pop(host, None)
+        else:
+            routes[host] = route
+        self.routes = routes
+        self._changed()
+
+    def _changed(self) -> None:
+        self._live = None
+        for cache in self._caches:
+            cache.clear()
+
+    def live(self) -> list[tuple[str, str]]:
+        """(host, url) of every live env, for the 404 page."""
+        if self._live is None:
+            self._live = [(h, self.config.env_url(h)) for h, r in sorted(self.routes.items()) if r.state == "live"]
+        return self._live
+
+    def resolver(self, target: int | None) -> Callable[[bytes], Decision]:
+        """A cached `Host → Decision` function for a listener; `target` is its container port (None = main)."""
+        cache: dict[bytes, Decision] = {}
+        self._caches.append(cache)
+
+        def resolve(raw_host: bytes) -> Decision:
+            decision = cache.get(raw_host)
+            if decision is None:
+                decision = self.decide(normalise_host(raw_host), target)
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[raw_host] = decision
+            return decision
+
+        return resolve
+
+    def decide(self, host: str, target: int | None) -> Decision:
+        route = self.routes.get(host)
+        if route is None:
+            return Decision(host, None, pages.not_found(host, self.live()), False)
+        log_url = f"{self.config.web.base_url}/jobs/{route.job_id}" if route.job_id else None
+        if route.state == "building":
+            return Decision(host, None, pages.building(route, log_url), True)
+        if route.state != "live":
+            return Decision(host, None, pages.failed(route, log_url), True)
+        port = route.port if target is None else route.ports.get(str(target))
+        if port is None:
+            why = "has no port to forward to" if target is None else f"does not publish container port {target}"
+            return Decision(host, None, pages.bad_gateway(host, f"this environment {why}."), True)
+        return Decision(host, port, None, True)
+
+
+class RouteFeed:
+    """Follows Redis from a daemon thread and applies what it reads to a `RouteTable`."""
+
+    def __init__(self, store: Store, table: RouteTable, loop: asyncio.AbstractEventLoop,
+                 resync: float = RESYNC_SECONDS) -> None:
+        self.store, self.table, self.loop, self.resync = store, table, loop, resync
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mirage-proxy-routes", daemon=True)
+        self._down_since: float | None = None
+        self.ready = threading.Event()  # set once the first full table has been read (or Redis failed)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _apply(self, fn: Callable[..., None], *args: object) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except (redis.RedisError, OSError) as exc:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning("Redis unavailable at %s (%s): serving the %d last known routes; reconnecting",
+                                self.store.where, exc, len(self.table.routes))
+                self.ready.set()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:  # a bug here must not leave the proxy with frozen routes
+                log.exception("route feed failed; restarting it")
+                self._stop.wait(1.0)
+            else:
+                delay = 0.1
+
+    def _follow(self) -> None:
+        # Subscribe before the full read, so no change can fall between the two.
+        pubsub = self.store.route_changes()
+        try:
+            self._apply(self.table.replace, self.store.routes())
+            if self._down_since is not None:
+                log.warning("Redis is back after %.1f s; routes resynced", time.monotonic() - self._down_since)
+                self._down_since = None
+            self.ready.set()
+            next_sync = time.monotonic() + self.resync
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=max(0.0, next_sync - time.monotonic()))
+                if message and message.get("type") == "message":
+                    host = message["data"]
+                    if host == "*":
+                        self._apply(self.table.replace, self.store.routes())
+                    else:
+                        self._apply(self.table.update, host, self.store.route(host))
+                if time.monotonic() >= next_sync:
+                    self._apply(self.table.replace, self.store.routes())
+                    next_sync = time.monotonic() + self.resync
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
