@@ -106,9 +106,12 @@ def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with git.Repo(cache) as repo:
         try:
-            repo.git.rev_parse("--verify", "--quiet", f"{treeish}^{{tree}}")
+            # Not `<commit>:<dir>^{tree}`: after the colon, git reads "^{tree}" as part of the path.
+            kind = repo.git.cat_file("-t", treeish)
         except git.GitCommandError:
-            raise SourceError(f"the commit has no folder {subdir!r} (the app's `context`)") from None
+            kind = None
+        if kind != "tree":
+            raise SourceError(f"the commit has no folder {subdir!r} (the app's `context`)")
         proc = repo.git.archive("--format=tar", treeish, as_process=True)
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
