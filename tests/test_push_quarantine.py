@@ -80,6 +80,8 @@ def test_fetch_pushed_reads_the_quarantine_and_the_cache_outlives_it(tmp_path: P
     dest = tmp_path / "tree"
     source.export(cache, commit, "sub", dest)
     assert (dest / "page.html").read_text() == "pushed\n"
+    source.export(cache, commit, ".", tmp_path / "whole")
+    assert (tmp_path / "whole" / "sub" / "page.html").read_text() == "pushed\n"
 
 
 def test_fetch_pushed_after_the_push_landed_needs_no_quarantine(tmp_path: Path):

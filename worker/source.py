@@ -107,7 +107,7 @@ def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
     with git.Repo(cache) as repo:
         try:
             # Not `<commit>:<dir>^{tree}`: after the colon, git reads "^{tree}" as part of the path.
-            kind = repo.git.cat_file("-t", treeish)
+            kind = repo.git.cat_file("-t", treeish if treeish != commit else f"{commit}^{{tree}}")
         except git.GitCommandError:
             kind = None
         if kind != "tree":
