@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from ..config import AppConfig, Config
+from ..errors import UserError
 
 HOOKS_SOURCE = Path(__file__).resolve().parents[2] / "hooks"
 HOOKS = ("pre-receive", "update")
@@ -71,6 +72,9 @@ def install_hooks(repo: Path) -> None:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError("git is not installed, and `git push` to mirage-git needs it: apt-get install -y git") from None
     if proc.returncode != 0:
         raise RuntimeError(f"git {args[0]} in {cwd} failed: {proc.stderr.strip() or proc.returncode}")
