@@ -26,6 +26,11 @@ def rq_queue(config: Config) -> rq.Queue:
     return rq.Queue(QUEUE_NAME, connection=conn, default_timeout=config.worker.job_timeout)
 
 
+def workers_alive(config: Config) -> int:
+    """How many RQ workers are serving the mirage queue right now."""
+    return rq.Worker.count(queue=rq_queue(config))
+
+
 def new_job_id() -> str:
     return secrets.token_hex(6)
 
