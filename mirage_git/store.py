@@ -243,6 +243,17 @@ class Store:
         """Add one line to a job's log; returns the entry id readers resume from."""
         return self.r.xadd(_log(job_id), {"t": text, "ts": f"{time.time():.3f}", **extra})
 
+    def finish_job(self, job_id: str, status: str, line: str, **values: Any) -> None:
+        """Write a job's last log line and its final status in one transaction.
+
+        Readers stop at the line marked `end`; whoever reads the status next must see the
+        outcome that line announced, never the job still running.
+        """
+        pipe = self.r.pipeline(transaction=True)
+        self._hset(_job(job_id), {"status": status, "ended_at": time.time(), **values}, pipe)
+        pipe.xadd(_log(job_id), {"t": line, "ts": f"{time.time():.3f}", "end": status})
+        pipe.execute()
+
     def log(self, job_id: str, after: str = "0-0", count: int | None = None) -> list[LogEntry]:
         """Entries strictly after entry id `after`."""
         return self.r.xrange(_log(job_id), min=f"({after}" if after != "0-0" else "-", count=count)
