@@ -70,6 +70,8 @@ def pre_receive(updates: list[RefUpdate], out: Output) -> int:
         out.say(f"push refused: {exc.args[0] if isinstance(exc, KeyError) else exc}")
         return 1
     prefixed = len(updates) > 1
+    if any(_refusal(u) is None for u in updates) and not _workers_alive(cfg):
+        out.say("warning: no worker is running, so nothing will build until one starts (`mirage-git up`)")
     rq_queue = queue.rq_queue(cfg)
     deadline = time.monotonic() + cfg.worker.job_timeout + WAIT_SLACK
     outcomes: dict[RefUpdate, Outcome] = {}
@@ -157,6 +159,13 @@ def _params(store: Store, app: AppConfig, branch: str, given: dict[str, str]) ->
         raise ValueError("; ".join(f"parameter {k} {v}" for k, v in problems.items())
                          + " (pass launch parameters with `git push -o NAME=VALUE`)")
     return params_mod.resolve(app.parameters, merged)
+
+
+def _workers_alive(cfg: Config) -> bool:
+    try:
+        return queue.workers_alive(cfg) > 0
+    except Exception:  # only a hint: never refuse a push over it
+        return True
 
 
 def _push_options() -> dict[str, str]:
