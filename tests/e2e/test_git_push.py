@@ -115,7 +115,9 @@ def test_push_again_serves_the_new_content(service: Service, app_repo: AppRepo):
     assert git_push(app_repo.path, service.git_url(service.push_app), branch).returncode == 0
     assert service.get(host).text == "first\n"
     sha = app_repo.commit(branch, {"www/index.html": "second\n"})
+    started = time.monotonic()
     out = git_push(app_repo.path, service.git_url(service.push_app), branch)
+    print(f"\npush-to-live (second push, small change): {time.monotonic() - started:.1f}s")
     assert out.returncode == 0, out.stderr
     assert remote_lines(out.stderr)[-1] == f"live at {push_url(service, 'again')}"
     assert service.get(host).text == "second\n"
