@@ -160,19 +160,25 @@ def job_events(job_id: str) -> Response:
     after = request.headers.get("Last-Event-ID") or request.args.get("after") or "0-0"
     if not _valid_entry_id(after):
         abort(400, "Last-Event-ID must be a log entry id like 1700000000000-0")
-    stream = stream_with_context(_sse(store.follow_log_batches(job_id, after), store, job_id))
+    limit = services().config.web.stream_max
+    stream = stream_with_context(_sse(store.follow_log_batches(job_id, after), store, job_id, limit))
     return Response(stream, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _sse(batches: Iterable[list[LogEntry]], store: Store, job_id: str) -> Iterator[str]:
+def _sse(batches: Iterable[list[LogEntry]], store: Store, job_id: str, limit: float) -> Iterator[str]:
+    """Events until the job ends, or until `limit` seconds passed: then the browser reconnects
+    and resumes, which frees the server's thread now and then and proves resuming works."""
+    deadline = time.monotonic() + limit
     yield "retry: 1000\n\n"
     for batch in batches:
-        if not batch:
+        if batch:
+            lines = [{k: fields[k] for k in ("t", "ts", "step", "end") if k in fields} for _, fields in batch]
+            yield f"id: {batch[-1][0]}\nevent: lines\ndata: {json.dumps(lines, separators=(',', ':'))}\n\n"
+        else:
             yield ": keep-alive\n\n"
-            continue
-        lines = [{k: fields[k] for k in ("t", "ts", "step", "end") if k in fields} for _, fields in batch]
-        yield f"id: {batch[-1][0]}\nevent: lines\ndata: {json.dumps(lines, separators=(',', ':'))}\n\n"
+        if time.monotonic() > deadline:
+            return  # not the end: the browser reconnects after `retry` and resumes after the last id
     job = store.job(job_id)
     yield f"event: end\ndata: {json.dumps(job.to_api() if job else {})}\n\n"
 
