@@ -24,7 +24,8 @@ def finish(store: Store, job_id: str, status: str = "succeeded", commit: str = "
     store.update_job(job_id, status=status, started_at=now - 3, ended_at=now, commit=commit,
                      steps=[{"name": "build", "started_at": now - 3, "ended_at": now, "status": "ok"}])
     if status == "succeeded" and job.action == "deploy":
-        store.update_env(job.host, status="live", commit=commit, live_job_id=job_id, deployed_at=now)
+        store.update_env(job.host, status="live", commit=commit, live_job_id=job_id, deployed_at=now,
+                         params=job.params)
 
 
 def test_launch_enqueues_a_real_rq_job_and_answers_with_the_job(client, store):
