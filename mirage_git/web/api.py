@@ -7,6 +7,7 @@ Times are ISO 8601 in UTC. Job logs are plain text; `?follow=1` streams until th
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
@@ -29,6 +30,28 @@ def refused(exc: Refused):  # type: ignore[no-untyped-def]
     if exc.fields:
         body["fields"] = exc.fields
     return jsonify(body), exc.status
+
+
+@bp.before_request
+def known_query_only():  # type: ignore[no-untyped-def]
+    """Refuse query parameters the operation does not have: `?stauts=live` must not list everything."""
+    rule = request.url_rule
+    if rule is None or not request.args:
+        return None
+    allowed = query_names().get((rule.rule.replace("<", "{").replace(">", "}"), request.method.lower()), set())
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        abort(400, f"unknown query parameter {unknown[0]!r}; this operation takes: {known}")
+    return None
+
+
+@cache
+def query_names() -> dict[tuple[str, str], set[str]]:
+    """(path, method) → the query parameters the OpenAPI document gives that operation."""
+    paths = document("")["paths"]
+    return {(path, method): {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+            for path, ops in paths.items() for method, op in ops.items()}
 
 
 @bp.get("/openapi.json")

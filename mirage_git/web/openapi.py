@@ -36,7 +36,7 @@ def _errors(*codes: int) -> dict[str, Any]:
            409: "The env is busy with a conflicting job.", 413: "The body is too large.",
            415: "The body is not JSON.", 422: "The request is well-formed but refused; `fields` says why.",
            503: "Redis is not reachable."}
-    return {str(c): _json(_ref("Error"), why[c]) for c in (401, 503, *codes)}
+    return {str(c): _json(_ref("Error"), why[c]) for c in sorted({400, 401, 503, *codes})}
 
 
 def _host_param() -> dict[str, Any]:
