@@ -77,8 +77,12 @@ class AppRepo:
 class Service:
     """`mirage-git up` on private ports, with its own data folder and embedded Redis."""
 
-    def __init__(self, root: Path, app: str, repo: Path, extra: str = "") -> None:
+    def __init__(self, root: Path, app: str, repo: Path, extra: str = "", web_extra: str = "",
+                 token: str | None = None) -> None:
+        """`extra` goes into the app's table (parameters, ...), `web_extra` into [web]; `token` turns on [auth]."""
         self.app, self.root = app, root
+        self.token = token
+        self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.web_port, self.proxy_port = free_port(), free_port()
         self.domain = f"{app}.test.localhost"
         self.config = root / "mirage.toml"
@@ -86,6 +90,7 @@ class Service:
 data_dir = "data"
 [web]
 listen = "127.0.0.1:{self.web_port}"
+{web_extra}
 [proxy]
 listen = "127.0.0.1:{self.proxy_port}"
 [worker]
@@ -97,7 +102,7 @@ webhook_secret = "{SECRET}"
 domain = "{self.domain}"
 health_timeout = 20
 {extra}
-""")
+""" + (f'[auth]\ntoken = "{token}"\n' if token else ""))
         self.web = f"http://127.0.0.1:{self.web_port}"
         self.output: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -152,7 +157,7 @@ health_timeout = 20
         return requests.post(f"{self.web}/hooks/{forge}", data=body, headers=headers, timeout=10)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return requests.get(f"{self.web}/api/jobs/{job_id}", timeout=10).json()
+        return requests.get(f"{self.web}/api/jobs/{job_id}", headers=self.auth_headers, timeout=10).json()
 
     def wait_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -161,11 +166,15 @@ health_timeout = 20
             if job["status"] in ("succeeded", "failed", "superseded"):
                 return job
             time.sleep(0.2)
-        log = requests.get(f"{self.web}/api/jobs/{job_id}/log", timeout=10).text
+        log = self.log(job_id)
         raise AssertionError(f"job {job_id} did not finish in {timeout}s; log:\n{log}")
 
     def log(self, job_id: str) -> str:
-        return requests.get(f"{self.web}/api/jobs/{job_id}/log", timeout=10).text
+        return requests.get(f"{self.web}/api/jobs/{job_id}/log", headers=self.auth_headers, timeout=10).text
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """A call to the REST API, with the bearer token when auth is on."""
+        return requests.request(method, f"{self.web}{path}", headers=self.auth_headers, timeout=10, **kw)
 
 
 def cleanup_docker(app: str) -> None:
