@@ -8,7 +8,6 @@ marked superseded at once; a running one notices before it touches the route.
 from __future__ import annotations
 
 import secrets
-import time
 
 import redis
 import rq
@@ -91,5 +90,4 @@ def _enqueue(config: Config, store: Store, queue: rq.Queue, app: AppConfig, bran
 def _supersede_if_queued(store: Store, job_id: str, newer: str) -> None:
     old = store.job(job_id)
     if old is not None and old.status == "queued":
-        store.update_job(job_id, status="superseded", ended_at=time.time())
-        store.append_log(job_id, f"superseded by job {newer} before it started", end="superseded")
+        store.finish_job(job_id, "superseded", f"superseded by job {newer} before it started")

@@ -130,14 +130,6 @@ class Store:
     def slug_of(self, app: str, branch: str) -> str | None:
         return self.r.hget(_slugs(app), branch)
 
-    def release_slug(self, app: str, branch: str) -> None:
-        slug = self.r.hget(_slugs(app), branch)
-        pipe = self.r.pipeline()
-        pipe.hdel(_slugs(app), branch)
-        if slug:
-            pipe.hdel(_slug_owners(app), slug)
-        pipe.execute()
-
     # --- envs ---------------------------------------------------------------------------
     def env(self, host: str) -> Env | None:
         data = self.r.hgetall(_env(host))
@@ -161,12 +153,6 @@ class Store:
         if not self.r.exists(_env(host)):
             return
         self._hset(_env(host), values)
-
-    def delete_env(self, host: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.srem(ENVS, host)
-        pipe.delete(_env(host), _latest(host))
-        pipe.execute()
 
     def forget_env(self, job_id: str, host: str, app: str, branch: str) -> bool:
         """Drop every trace of an env (route, record, slug, counters), unless a newer job owns it."""
@@ -259,6 +245,17 @@ class Store:
         """Add one line to a job's log; returns the entry id readers resume from."""
         return self.r.xadd(_log(job_id), {"t": text, "ts": f"{time.time():.3f}", **extra})
 
+    def finish_job(self, job_id: str, status: str, line: str, **values: Any) -> None:
+        """Write a job's last log line and its final status in one transaction.
+
+        Readers stop at the line marked `end`; whoever reads the status next must see the
+        outcome that line announced, never the job still running.
+        """
+        pipe = self.r.pipeline(transaction=True)
+        self._hset(_job(job_id), {"status": status, "ended_at": time.time(), **values}, pipe)
+        pipe.xadd(_log(job_id), {"t": line, "ts": f"{time.time():.3f}", "end": status})
+        pipe.execute()
+
     def log(self, job_id: str, after: str = "0-0", count: int | None = None) -> list[LogEntry]:
         """Entries strictly after entry id `after`."""
         return self.r.xrange(_log(job_id), min=f"({after}" if after != "0-0" else "-", count=count)
@@ -267,7 +264,7 @@ class Store:
         return "".join(fields.get("t", "") + "\n" for _, fields in self.r.xrange(_log(job_id)))
 
     def follow_log(self, job_id: str, after: str = "0-0", poll: float = 1.0) -> Iterator[LogEntry]:
-        """Yield a job's log entries as they are written, until the job is done.
+        """Yield a job's log entries as they are written, until the job's last line (`end`).
 
         Yields `("", {})` every `poll` seconds of silence so streaming callers can send a
         keep-alive and notice a dropped client.
@@ -278,6 +275,8 @@ class Store:
             for entry in entries:
                 after = entry[0]
                 yield entry
+                if "end" in entry[1]:
+                    return
             if not entries:
                 job = self.job(job_id)
                 if job is None or job.done:
@@ -292,11 +291,16 @@ class Store:
 
         An empty list stands for `poll` seconds of silence. Readers that forward lines over
         the network (the log page's event stream) send one message per list, not per line.
+        Like `follow_log`, it stops at the job's last line (`end`).
         """
         while True:
             batch = self.r.xread({_log(job_id): after}, count=count, block=int(poll * 1000))
             entries: list[LogEntry] = list(batch[0][1]) if batch else []
             if entries:
+                last = next((i for i, e in enumerate(entries) if "end" in e[1]), None)
+                if last is not None:
+                    yield entries[: last + 1]
+                    return
                 after = entries[-1][0]
                 yield entries
                 continue
@@ -321,12 +325,6 @@ class Store:
         counts, last = self.r.hgetall(ACCESS_COUNT), self.r.hgetall(ACCESS_LAST)
         hosts = set(counts) | set(last)
         return {h: (int(counts.get(h, 0)), float(last[h]) if h in last else None) for h in hosts}
-
-    def forget_access(self, host: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.hdel(ACCESS_COUNT, host)
-        pipe.hdel(ACCESS_LAST, host)
-        pipe.execute()
 
     def access_of(self, host: str) -> tuple[int, float | None]:
         """One env's request count and last request time (epoch seconds), as the proxy recorded them."""

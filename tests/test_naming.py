@@ -40,8 +40,9 @@ def test_collisions_get_a_stable_hash_suffix(store: Store):
     assert store.slug_of("app", "feature/login") == first
     # Another app has its own namespace.
     assert store.claim_slug("other", "Feature_Login", naming.slug_candidates("Feature_Login")) == "feature-login"
-    # Once released, the readable slug goes to the next claimant.
-    store.release_slug("app", "feature/login")
+    # Once the env is forgotten, the readable slug goes to the next claimant.
+    store.set_latest("feature-login.example", "job1")
+    assert store.forget_env("job1", "feature-login.example", "app", "feature/login")
     assert store.claim_slug("app", "FEATURE/LOGIN", naming.slug_candidates("FEATURE/LOGIN")) == "feature-login"
 
 

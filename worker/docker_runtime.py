@@ -94,7 +94,6 @@ def run(client: docker.DockerClient, image_id: str, name: str, labels: Mapping[s
             container = client.containers.run(
                 image_id, name=name, detach=True, labels=dict(labels), environment=dict(env),
                 ports={f"{p}/tcp": b for p, b in bindings.items()},
-                restart_policy={"Name": "unless-stopped"}, init=False,
             )
             return container, {p: b[1] for p, b in bindings.items()}
         except docker.errors.APIError as exc:
@@ -104,6 +103,15 @@ def run(client: docker.DockerClient, image_id: str, name: str, labels: Mapping[s
                 continue
             raise DeployError(f"docker could not start the container: {_one_line(text)}") from None
     raise AssertionError("unreachable")
+
+
+def keep_running(container: Container) -> None:
+    """Once healthy, have Docker restart the container after a crash or an engine restart.
+
+    Not before: a container that exits while starting must stay exited, so the deploy can
+    say so, rather than be restarted in a loop behind the health check's back.
+    """
+    container.update(restart_policy={"Name": "unless-stopped"})
 
 
 def free_port() -> int:

@@ -44,5 +44,4 @@ class JobLog:
 
     def finish(self, status: str, line: str, error: str | None = None) -> None:
         """Write the last line (the one sentence a reader needs) and close the job."""
-        self.store.append_log(self.job_id, line, end=status)
-        self.store.update_job(self.job_id, status=status, ended_at=time.time(), error=error)
+        self.store.finish_job(self.job_id, status, line, error=error)

@@ -68,8 +68,7 @@ def _current() -> tuple[Context, Job, JobLog]:
 def deploy(app: str, branch: str, commit: str | None = None) -> str:
     """Fetch, build, run, wait until healthy, route, then retire the previous container."""
     ctx, job, log = _current()
-    if job.status == "superseded" or ctx.store.latest(job.host) != job.id:
-        _superseded(ctx, job, log)
+    if _superseded_before_start(ctx, job, log):
         return "superseded"
     log.start()
     ctx.store.update_env(job.host, status="building", job_id=job.id)
@@ -104,6 +103,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         with log.step("health", f"Waiting for {appcfg.health_path} to answer"):
             runtime.wait_healthy(client, container, host_ports[port], appcfg.health_path, job.host,
                                  appcfg.health_timeout, log)
+            runtime.keep_running(container)
         with log.step("route", "Routing traffic to the new version"):
             previous = ctx.store.env(job.host)
             route = Route(job.host, app, branch, "live", port=host_ports[port],
@@ -151,8 +151,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
 def teardown(app: str, branch: str) -> str:
     """Route first, then the branch's containers, then its images; then forget the env."""
     ctx, job, log = _current()
-    if job.status == "superseded" or ctx.store.latest(job.host) != job.id:
-        _superseded(ctx, job, log)
+    if _superseded_before_start(ctx, job, log):
         return "superseded"
     log.start()
     try:
@@ -193,6 +192,15 @@ def _slug(job: Job) -> str:
 def _check_latest(ctx: Context, job: Job) -> None:
     if ctx.store.latest(job.host) != job.id:
         raise Superseded
+
+
+def _superseded_before_start(ctx: Context, job: Job, log: JobLog) -> bool:
+    if job.status == "superseded":  # queue.py marked it when the newer job arrived
+        return True
+    if ctx.store.latest(job.host) != job.id:
+        _superseded(ctx, job, log)
+        return True
+    return False
 
 
 def _superseded(ctx: Context, job: Job, log: JobLog) -> None:

@@ -11,7 +11,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import time
 from datetime import UTC, datetime
 
 import docker.errors
@@ -81,8 +80,7 @@ def recover(config: Config, store: Store) -> None:
         if status == JobStatus.STARTED and beat and _age(beat) < ORPHAN_AFTER:
             continue
         reason = "interrupted: the worker running this job stopped; deploy again to retry"
-        store.append_log(job.id, f"deploy failed: {reason}", end="failed")
-        store.update_job(job.id, status="failed", ended_at=time.time(), error=reason)
+        store.finish_job(job.id, "failed", f"deploy failed: {reason}", error=reason)
         env = store.env(job.host)
         if env is not None and env.job_id == job.id and env.status in ("queued", "building"):
             store.update_env(job.host, status="live" if env.live_job_id else "failed")

@@ -459,13 +459,24 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def _response_parser(protocol: object) -> HttpResponseParser:
+    """A response parser that, like nginx, accepts bare LF line ends from upstreams.
+
+    CGI servers (busybox httpd among them) pass a script's "Header: x\n\n" through as is.
+    Requests from clients stay strict: leniency there is how requests get smuggled.
+    """
+    parser = HttpResponseParser(protocol)
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to a container's published port; serves one exchange at a time."""
 
     def __init__(self, proxy: Proxy, port: int) -> None:
         self.proxy = proxy
         self.port = port
-        self.parser = HttpResponseParser(self)
+        self.parser = _response_parser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: ClientConnection | None = None
         self.exch: Exchange | None = None
@@ -531,7 +542,7 @@ class UpstreamConnection(asyncio.Protocol):
                 log.error("internal error while handling a response", exc_info=exc.__context__ or exc)
                 self._broken()
                 return
-            self.parser = HttpResponseParser(self)
+            self.parser = _response_parser(self)
             self.complete = True
         except HttpParserError as exc:
             log.warning("upstream on port %d sent a malformed response: %s", self.port, exc)

@@ -109,6 +109,7 @@ health_timeout = 20
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> None:
+        self.output = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mirage_git", "--config", str(self.config), "up"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -148,6 +149,9 @@ health_timeout = 20
     # --- talking to it --------------------------------------------------------------------
     def host(self, branch_slug: str) -> str:
         return f"{branch_slug}.{self.domain}"
+
+    def env_url_for(self, branch_slug: str) -> str:
+        return f"http://{self.host(branch_slug)}:{self.proxy_port}/"
 
     def get(self, host: str, path: str = "/", **kw: Any) -> requests.Response:
         """A request through the proxy, addressed by Host like a browser would."""
