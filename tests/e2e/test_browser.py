@@ -230,7 +230,11 @@ def test_a_100k_line_log_renders_without_freezing_the_page(page: Page, ui_servic
     assert log_lines(page) == 100_001  # 100,000 lines and "the end"
     longest = page.evaluate("window.__longest")
     page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight")
-    expect(page.locator("#log .end-succeeded")).to_be_in_viewport()
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    inside = page.evaluate("""() => { const box = document.getElementById('log').getBoundingClientRect();
+      const end = document.querySelector('#log .end-succeeded').getBoundingClientRect();
+      return end.top >= box.top && end.bottom <= box.bottom + 1; }""")
+    assert inside, "scrolled to the bottom, the log shows its last line"
     t = time.monotonic()
     page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight / 2")
     page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
@@ -239,3 +243,26 @@ def test_a_100k_line_log_renders_without_freezing_the_page(page: Page, ui_servic
           f"slowest probe {max(probes, default=0) * 1000:.0f} ms, scroll to middle {scroll * 1000:.0f} ms")
     assert longest < 1500, f"a {longest:.0f} ms long task froze the page"
     assert max(probes, default=0) < 3, "the page stopped answering while it loaded"
+
+
+def test_a_failed_job_ends_with_its_reason(page: Page, ui_service: Service):
+    svc = ui_service
+    job = Job(id=secrets.token_hex(6), app=svc.app, branch="broken", action="deploy", host=f"broken.{svc.domain}",
+              env_url=f"http://broken.{svc.domain}/", status="running", started_at=time.time())
+    svc.store.save_job(job)
+    sign_in(page, svc)
+    page.goto(f"{svc.web}/jobs/{job.id}")
+    expect(page.locator("#status")).to_have_text("running")
+    svc.store.append_log(job.id, "==> Building the image", step="build")
+    svc.store.update_job(job.id, steps=[{"name": "build", "started_at": time.time(), "ended_at": None,
+                                         "status": "running"}])
+    expect(page.locator('#steps li[data-step="build"].running')).to_be_visible()
+    reason = "docker build failed: COPY failed: file not found"
+    svc.store.update_job(job.id, status="failed", ended_at=time.time(), error=reason,
+                         steps=[{"name": "build", "started_at": time.time() - 1, "ended_at": time.time(),
+                                 "status": "failed"}])
+    svc.store.append_log(job.id, f"deploy failed: {reason}", end="failed")
+    expect(page.locator("#result")).to_have_text(f"Deploy failed: {reason}")
+    expect(page.locator("#status")).to_have_text("failed")
+    expect(page.locator('#steps li[data-step="build"].failed')).to_be_visible()
+    expect(page.locator("#log .end-failed")).to_have_text(f"deploy failed: {reason}")
