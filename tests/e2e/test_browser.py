@@ -153,6 +153,7 @@ def test_pushed_branch_appears_and_its_log_streams_live(page: Page, ui_service: 
     assert [line for line in shown.splitlines() if line.strip()] == expected, \
         "after several reconnects every line is there exactly once"
     assert log_lines(page) == len(svc.log(job_id).splitlines())
+    assert page.evaluate("window.mirageLog.opens()") >= 3, "the stream was cut and resumed during the build"
     ticks = [line for line in shown.splitlines() if line.startswith("tick ")]
     assert ticks == [f"tick {i}" for i in range(1, 13)]
 

@@ -12,7 +12,7 @@
   const resultEl = $("result"), durationEl = $("duration"), linesEl = $("lines"), connEl = $("conn");
   const followEl = $("follow");
   const ansi = window.Ansi.newState();
-  let chunk = null, inChunk = 0, total = 0, queue = [], scheduled = false, ended = false;
+  let chunk = null, inChunk = 0, total = 0, queue = [], scheduled = false, ended = false, opens = 0;
 
   function fmt(seconds) {
     if (seconds < 60) return seconds.toFixed(1) + " s";
@@ -142,7 +142,10 @@
   }
 
   const source = new EventSource(section.dataset.events);
-  source.addEventListener("open", function () { connEl.textContent = ended ? "" : " · live"; });
+  source.addEventListener("open", function () {
+    opens++;
+    connEl.textContent = ended ? "" : " · live";
+  });
   source.addEventListener("error", function () {
     if (!ended) connEl.textContent = " · reconnecting…";
   });
@@ -159,5 +162,5 @@
   setInterval(tick, 1000);
   logEl.addEventListener("scroll", function () { followEl.checked = atBottom(); }, { passive: true });
   followEl.addEventListener("change", function () { if (followEl.checked) logEl.scrollTop = logEl.scrollHeight; });
-  window.mirageLog = { source: source, lines: function () { return total; } };
+  window.mirageLog = { source: source, lines: function () { return total; }, opens: function () { return opens; } };
 })();
