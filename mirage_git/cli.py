@@ -189,6 +189,17 @@ def branches(ctx: click.Context, app: str) -> None:
 
 
 @main.command()
+@click.argument("app")
+@click.option("--show-token", is_flag=True, help="Put the app's real push_token in the URL instead of a placeholder.")
+@click.pass_context
+def remote(ctx: click.Context, app: str, show_token: bool) -> None:
+    """Print the `git remote add` line that makes `git push mirage BRANCH` deploy APP."""
+    from .push import remote as remote_mod
+
+    click.echo(remote_mod.instructions(_config(ctx), app, show_token))
+
+
+@main.command()
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Check Docker, Redis, git and the config; say what is missing and how to fix it."""

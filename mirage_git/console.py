@@ -57,7 +57,7 @@ def deploy(cfg: Config, store: Store, app_name: str, branch: str, commit: str | 
         raise click.ClickException("; ".join(f"parameter {k} {v}" for k, v in found.items()))
     job = queue.deploy(cfg, store, queue.rq_queue(cfg), app, branch, commit, source="cli",
                        params=params_mod.resolve(app.parameters, params))
-    return _report(store, job.id, job.env_url, follow)
+    return _report(cfg, store, job.id, job.env_url, follow)
 
 
 def destroy(cfg: Config, store: Store, app_name: str, branch: str, follow: bool) -> int:
@@ -65,7 +65,7 @@ def destroy(cfg: Config, store: Store, app_name: str, branch: str, follow: bool)
     if store.slug_of(app.name, branch) is None:
         raise click.ClickException(f"{app.name} has no env for branch {branch!r}; `mirage-git envs` lists them")
     job = queue.teardown(cfg, store, queue.rq_queue(cfg), app, branch, source="cli")
-    return _report(store, job.id, job.env_url, follow)
+    return _report(cfg, store, job.id, job.env_url, follow)
 
 
 def _app(cfg: Config, name: str):  # type: ignore[no-untyped-def]
@@ -75,8 +75,11 @@ def _app(cfg: Config, name: str):  # type: ignore[no-untyped-def]
         raise click.ClickException(str(exc.args[0])) from None
 
 
-def _report(store: Store, job_id: str, env_url: str, follow: bool) -> int:
+def _report(cfg: Config, store: Store, job_id: str, env_url: str, follow: bool) -> int:
     click.echo(f"job {job_id}: {env_url}", err=True)
+    if not queue.workers_alive(cfg):
+        click.echo("mirage-git: no worker is running, so the job waits in the queue until one starts "
+                   "(`mirage-git up`, or `mirage-git worker`)", err=True)
     if not follow:
         click.echo(job_id)
         return 0

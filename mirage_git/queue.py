@@ -26,6 +26,11 @@ def rq_queue(config: Config) -> rq.Queue:
     return rq.Queue(QUEUE_NAME, connection=conn, default_timeout=config.worker.job_timeout)
 
 
+def workers_alive(config: Config) -> int:
+    """How many RQ workers are serving the mirage queue right now."""
+    return rq.Worker.count(queue=rq_queue(config))
+
+
 def new_job_id() -> str:
     return secrets.token_hex(6)
 
@@ -37,10 +42,14 @@ def env_host(store: Store, app: AppConfig, branch: str) -> str:
 
 def deploy(config: Config, store: Store, queue: rq.Queue, app: AppConfig, branch: str, commit: str | None = None,
            *, source: str, pusher: str | None = None, subject: str | None = None,
-           params: dict[str, str] | None = None, repo: str | None = None) -> Job:
-    """Enqueue a deploy of `commit` (the branch tip when None) of `app`'s `branch`."""
+           params: dict[str, str] | None = None, repo: str | None = None, quarantine: str | None = None) -> Job:
+    """Enqueue a deploy of `commit` (the branch tip when None) of `app`'s `branch`.
+
+    A push passes the repository it landed in (`repo`) and, while its objects are still in
+    git's quarantine, the quarantine's object directory.
+    """
     return _enqueue(config, store, queue, app, branch, "deploy", commit, source=source, pusher=pusher,
-                    subject=subject, params=params or {}, repo=repo)
+                    subject=subject, params=params or {}, repo=repo, quarantine=quarantine)
 
 
 def teardown(config: Config, store: Store, queue: rq.Queue, app: AppConfig, branch: str, *, source: str,
@@ -52,14 +61,14 @@ def teardown(config: Config, store: Store, queue: rq.Queue, app: AppConfig, bran
 
 def _enqueue(config: Config, store: Store, queue: rq.Queue, app: AppConfig, branch: str, action: str,
              commit: str | None, *, source: str, pusher: str | None, subject: str | None,
-             params: dict[str, str], repo: str | None) -> Job:
+             params: dict[str, str], repo: str | None, quarantine: str | None = None) -> Job:
     if not naming.is_valid_branch(branch):
         raise ValueError(f"invalid branch name {branch!r}")
     try:
         host = env_host(store, app, branch)
         job = Job(id=new_job_id(), app=app.name, branch=branch, action=action, host=host,
                   env_url=config.env_url(host), commit=commit, source=source, pusher=pusher, subject=subject,
-                  params=params, repo=repo)
+                  params=params, repo=repo, quarantine=quarantine)
         store.save_job(job)
         if action == "deploy":
             if store.env(host) is None:

@@ -155,6 +155,7 @@ def _banner(config: Config) -> None:
         "mirage-git is up",
         f"  web      {web}/  (dashboard, API, job logs; webhooks at {web}/hooks/github|gitlab|gitea)",
         f"  proxy    {example}  (listening on {config.proxy.listen})",
+        f"  git      {web}/git/<app>.git  (git push; `mirage-git remote APP` prints the remote)",
         f"  redis    {config.effective_redis_url}" + ("  (embedded)" if config.embedded_redis else ""),
         f"  workers  {config.worker.count}",
         f"  apps     {', '.join(f'{a.name} → *.{a.domain}' for a in config.apps.values())}",

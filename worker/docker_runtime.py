@@ -191,19 +191,26 @@ def branch_containers(client: docker.DockerClient, app: str, branch: str) -> lis
 
 
 def remove_branch_images(client: docker.DockerClient, app: str, slug: str, keep: str | None = None) -> int:
-    """Remove the images built for one branch (by its slug), except `keep`; returns how many went."""
+    """Remove the images built for one branch (by its slug), except `keep`; returns how many went.
+
+    By tag, not by id: branches at the same commit share one image id (and the build cache
+    may share it with other images), so removing a tag untags this branch's copy and frees
+    the image only when nothing else uses it.
+    """
     removed = 0
-    for image in client.api.images(filters={"reference": f"mirage/{app}:{slug}_*"}):
+    prefix = f"mirage/{app}:{slug}_"
+    for image in client.api.images(filters={"reference": f"{prefix}*"}):
         if image["Id"] == keep:
             continue
-        try:
-            client.api.remove_image(image["Id"], force=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if "being used by" not in str(exc):
-                raise
+        for tag in [t for t in image.get("RepoTags") or [] if t.startswith(prefix)]:
+            try:
+                client.api.remove_image(tag)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if "being used by" not in str(exc):
+                    raise
     return removed
 
 

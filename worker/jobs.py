@@ -17,6 +17,7 @@ from pathlib import Path
 
 import docker
 import rq
+from rq.timeouts import JobTimeoutException
 
 from mirage_git import config as config_mod
 from mirage_git import naming
@@ -28,6 +29,8 @@ from mirage_git.store import Store
 from . import docker_runtime as runtime
 from . import source
 from .joblog import JobLog
+
+DRAIN_SECONDS = 0.25
 
 
 class Superseded(Exception):
@@ -79,10 +82,14 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         client = ctx.docker
         with log.step("fetch", "Fetching the commit"):
             origin = job.repo or appcfg.repo or str(ctx.config.data_dir / "repos" / f"{app}.git")
-            commit = source.fetch(ctx.config.data_dir / "cache" / f"{app}.git", origin, branch, commit, log)
+            cache = ctx.config.data_dir / "cache" / f"{app}.git"
+            if job.source == "push" and commit:
+                commit = source.fetch_pushed(cache, origin, branch, commit, job.quarantine, log)
+            else:
+                commit = source.fetch(cache, origin, branch, commit, log)
             ctx.store.update_job(job.id, commit=commit)
             log(f"commit {commit}")
-            source.export(ctx.config.data_dir / "cache" / f"{app}.git", commit, appcfg.context, workdir)
+            source.export(cache, commit, appcfg.context, workdir)
         _check_latest(ctx, job)
         slug = _slug(job)
         labels = {runtime.LABEL_APP: app, runtime.LABEL_BRANCH: branch, runtime.LABEL_COMMIT: commit,
@@ -117,6 +124,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
             new_container = None  # it is live now: never remove it on the way out
             log(f"{job.host} → 127.0.0.1:{host_ports[port]}")
         with log.step("cleanup", "Retiring the previous version"):
+            time.sleep(DRAIN_SECONDS)  # let requests already sent to the old version finish
             for old in runtime.branch_containers(client, app, branch):
                 if old["Id"] != container.id:
                     runtime.remove(client, old["Id"])
@@ -237,6 +245,8 @@ def _builds_dir(cfg: Config) -> Path:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, JobTimeoutException):
+        return f"the job ran longer than [worker] job_timeout ({context().config.worker.job_timeout}s)"
     if isinstance(exc, runtime.DeployError | source.SourceError | Unavailable):
         return str(exc)
     if isinstance(exc, docker.errors.DockerException):

@@ -7,6 +7,8 @@ workers that build the same app from tripping over git's own ref locks.
 from __future__ import annotations
 
 import fcntl
+import os
+import shlex
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +65,37 @@ def fetch(cache: Path, origin: str, branch: str, commit: str | None, log: Callab
             return repo.git.rev_parse(f"{commit}^{{commit}}")
 
 
+def fetch_pushed(cache: Path, origin: str, branch: str, commit: str, quarantine: str | None,
+                 log: Callable[[str], None]) -> str:
+    """Bring a commit that was just pushed to `origin` (the app's bare repository) into `cache`.
+
+    While the pusher's pre-receive hook waits for this job, the new objects sit in git's
+    quarantine directory and no ref points at them yet, so neither a branch fetch nor a
+    plain fetch by id can see them. The upload-pack serving this fetch gets the quarantine
+    as an extra object directory (an alternate) instead. Only that side does: the cache
+    itself never refers to the quarantine, so it stays whole after git deletes it.
+    """
+    with _locked(cache):
+        repo = git.Repo(cache) if (cache / "HEAD").exists() else git.Repo.init(cache, bare=True)
+        with repo:
+            ref = f"refs/mirage/heads/{branch}"
+            if not _has_commit(repo, commit):
+                log(f"fetching {naming.short_sha(commit)} from {origin}" + (" (pushed, in quarantine)"
+                                                                           if quarantine else ""))
+                upload_pack = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
+                if quarantine and os.path.isdir(quarantine):
+                    upload_pack = f"env GIT_ALTERNATE_OBJECT_DIRECTORIES={shlex.quote(quarantine)} {upload_pack}"
+                try:
+                    repo.git.fetch(f"--upload-pack={upload_pack}", "--no-tags", "--quiet", origin,
+                                   f"+{commit}:{ref}")
+                except git.GitCommandError as exc:
+                    raise SourceError(f"commit {naming.short_sha(commit)} could not be fetched from {origin} "
+                                      f"(was the push interrupted? push again): {_git_reason(exc)}") from None
+            else:
+                repo.git.update_ref(ref, commit)
+            return repo.git.rev_parse(f"{commit}^{{commit}}")
+
+
 def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
     """Write the tree of `commit` (only `subdir` of it, unless ".") into the empty folder `dest`.
 
@@ -73,9 +106,12 @@ def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with git.Repo(cache) as repo:
         try:
-            repo.git.rev_parse("--verify", "--quiet", f"{treeish}^{{tree}}")
+            # Not `<commit>:<dir>^{tree}`: after the colon, git reads "^{tree}" as part of the path.
+            kind = repo.git.cat_file("-t", treeish if treeish != commit else f"{commit}^{{tree}}")
         except git.GitCommandError:
-            raise SourceError(f"the commit has no folder {subdir!r} (the app's `context`)") from None
+            kind = None
+        if kind != "tree":
+            raise SourceError(f"the commit has no folder {subdir!r} (the app's `context`)")
         proc = repo.git.archive("--format=tar", treeish, as_process=True)
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:

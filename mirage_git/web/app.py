@@ -10,7 +10,7 @@ from .. import queue
 from ..config import Config
 from ..errors import Unavailable
 from ..store import Store
-from . import api, api_actions, auth, hooks, launcher, ui
+from . import api, api_actions, auth, git_http, hooks, launcher, ui
 from .context import Services
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on webhook payloads
@@ -27,6 +27,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(ui.bp)
     app.register_blueprint(launcher.bp)
+    app.register_blueprint(git_http.bp)  # /git/: its own Basic auth (push_token); keep it out of any UI login
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 
 from ..config import Config
 from ..errors import UserError
+from ..push import barerepos
 from .app import create_app
 
 
@@ -55,4 +56,5 @@ def check_listen(config: Config, insecure: bool) -> None:
 
 def serve(config: Config, insecure: bool = False) -> None:
     check_listen(config, insecure)
+    barerepos.ensure_all(config)  # before forking: the push repositories and their hooks
     _Server(config).run()

@@ -34,10 +34,11 @@ def app_repo(tmp_path_factory: pytest.TempPathFactory) -> AppRepo:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, app_repo: AppRepo) -> Iterator[Service]:
     app = f"e2e{secrets.token_hex(3)}"
-    svc = Service(tmp_path_factory.mktemp("service"), app, app_repo.path)
+    svc = Service(tmp_path_factory.mktemp("service"), app, app_repo.path, push_app=f"{app}-p")
     svc.start()
     try:
         yield svc
     finally:
         svc.stop()
         cleanup_docker(app)
+        cleanup_docker(f"{app}-p")

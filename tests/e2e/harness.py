@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import requests
@@ -29,6 +30,7 @@ from mirage_git.store import Store
 HERE = Path(__file__).parent
 FIXTURES = HERE.parent / "fixtures" / "webhooks"
 SECRET = "It's a Secret to Everybody"
+PUSH_TOKEN = "push:token/for tests"
 BUSYBOX = Path("/bin/busybox")
 
 
@@ -77,10 +79,10 @@ class AppRepo:
 class Service:
     """`mirage-git up` on private ports, with its own data folder and embedded Redis."""
 
-    def __init__(self, root: Path, app: str, repo: Path, extra: str = "", web_extra: str = "",
-                 token: str | None = None) -> None:
+    def __init__(self, root: Path, app: str, repo: Path, extra: str = "", push_app: str | None = None,
+                 web_extra: str = "", token: str | None = None) -> None:
         """`extra` goes into the app's table (parameters, ...), `web_extra` into [web]; `token` turns on [auth]."""
-        self.app, self.root = app, root
+        self.app, self.root, self.push_app = app, root, push_app
         self.token = token
         self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.web_port, self.proxy_port = free_port(), free_port()
@@ -101,8 +103,16 @@ webhook_repo = "example/{app}"
 webhook_secret = "{SECRET}"
 domain = "{self.domain}"
 health_timeout = 20
+push_token = "{PUSH_TOKEN}"
 {extra}
-""" + (f'[auth]\ntoken = "{token}"\n' if token else ""))
+""")
+        if push_app:  # a second app with no `repo`: it only takes pushes
+            with self.config.open("a") as f:
+                f.write(f'\n[apps.{push_app}]\ndomain = "{push_app}.test.localhost"\npush_token = "{PUSH_TOKEN}"\n'
+                        "health_timeout = 20\n")
+        if token:
+            with self.config.open("a") as f:
+                f.write(f'\n[auth]\ntoken = "{token}"\n')
         self.web = f"http://127.0.0.1:{self.web_port}"
         self.output: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -150,6 +160,14 @@ health_timeout = 20
     def host(self, branch_slug: str) -> str:
         return f"{branch_slug}.{self.domain}"
 
+    def git_url(self, app: str | None = None, token: str | None = PUSH_TOKEN, user: str = "git") -> str:
+        """The app's push URL, with the token in it unless `token` is None."""
+        auth = "" if token is None else f"{quote(user, safe='')}:{quote(token, safe='')}@"
+        return f"http://{auth}127.0.0.1:{self.web_port}/git/{app or self.app}.git"
+
+    def bare_repo(self, app: str | None = None) -> Path:
+        return self.root / "data" / "repos" / f"{app or self.app}.git"
+
     def env_url_for(self, branch_slug: str) -> str:
         return f"http://{self.host(branch_slug)}:{self.proxy_port}/"
 
@@ -179,6 +197,50 @@ health_timeout = 20
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:
         """A call to the REST API, with the bearer token when auth is on."""
         return requests.request(method, f"{self.web}{path}", headers=self.auth_headers, timeout=10, **kw)
+
+
+def git_push(cwd: Path, url: str, *refspecs: str, options: tuple[str, ...] = (), env: dict[str, str] | None = None,
+             helpers: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`git push`, never prompting; credential helpers are off unless `helpers`."""
+    return subprocess.run(["git", *([] if helpers else ["-c", "credential.helper="]), "push",
+                           *(f"--push-option={o}" for o in options), url, *refspecs],
+                          cwd=cwd, env=git_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", **(extra or {})}
+
+
+def remote_lines(stderr: str) -> list[str]:
+    """What the server said during a push: its `remote:` lines, without git's padding."""
+    return [line[len("remote: "):].rstrip() for line in stderr.splitlines() if line.startswith("remote: ")]
+
+
+def ref(repo: Path, name: str) -> str | None:
+    """Where `name` points in a (bare) repository, or None."""
+    proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", name], cwd=repo, capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
+    return []
 
 
 def cleanup_docker(app: str) -> None:

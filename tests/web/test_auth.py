@@ -52,8 +52,10 @@ def test_open_paths_stay_open(secured):
     hook = client.post("/hooks/github", data=b"{}", headers={"X-GitHub-Event": "push",
                                                               "Content-Type": "application/json"})
     assert hook.status_code in (400, 404) and "WWW-Authenticate" not in hook.headers, hook.get_json()
-    git = client.get("/git/shop.git/info/refs?service=git-upload-pack")
-    assert git.status_code == 404 and "WWW-Authenticate" not in git.headers, "/git/ has its own auth"
+    git = client.get("/git/shop.git/info/refs?service=git-receive-pack")
+    assert git.status_code in (401, 403, 404), "/git/ answers for itself: no redirect to the login page"
+    assert not git.headers.get("WWW-Authenticate", "").startswith("Bearer"), "/git/ has its own (Basic) auth"
+    assert "sign in" not in git.get_data(as_text=True).lower()
 
 
 def test_pages_redirect_to_login_and_login_gives_a_session(secured):
