@@ -161,6 +161,34 @@ def destroy(ctx: click.Context, app: str, branch: str, follow: bool) -> None:
 
 
 @main.command()
+@click.option("--older-than", required=True, metavar="DURATION",
+              help="Idle for longer than this: seconds, or 30m, 2h, 7d.")
+@click.option("--app", "app_name", help="Only this app's envs.")
+@click.option("--exclude", multiple=True, metavar="BRANCH", help="Keep this branch (repeatable).")
+@click.option("--exclude-regex", metavar="REGEX", help="Keep branches this regular expression finds.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be terminated.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def purge(ctx: click.Context, older_than: str, app_name: str | None, exclude: tuple[str, ...],
+          exclude_regex: str | None, dry_run: bool, as_json: bool) -> None:
+    """Terminate envs nobody has requested (or deployed) for a while."""
+    from . import console
+
+    cfg = _config(ctx)
+    console.purge(cfg, _store(cfg), older_than, app_name, exclude, exclude_regex, dry_run, as_json)
+
+
+@main.command()
+@click.argument("app")
+@click.pass_context
+def branches(ctx: click.Context, app: str) -> None:
+    """List the branches an app's repository has (what `deploy` and the launcher can launch)."""
+    from . import console
+
+    sys.exit(console.branches(_config(ctx), app))
+
+
+@main.command()
 @click.argument("app")
 @click.option("--show-token", is_flag=True, help="Put the app's real push_token in the URL instead of a placeholder.")
 @click.pass_context

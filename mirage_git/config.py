@@ -114,6 +114,7 @@ class WebConfig:
     listen: Address = Address("127.0.0.1", 8080)
     threads: int = 32
     public_url: str = ""  # how people reach the web app; links from the proxy's pages use it
+    stream_max: float = 600.0  # seconds a log page's event stream stays open; the browser then resumes it
 
     @property
     def base_url(self) -> str:
@@ -215,6 +216,7 @@ def parse(data: Mapping[str, Any], path: Path | None = None) -> Config:
         listen=web_t.address("listen", "127.0.0.1:8080"),
         threads=web_t.int("threads", 32, 1, 1024),
         public_url=web_t.str("public_url", ""),
+        stream_max=web_t.number("stream_max", 600.0, 1.0),
     )
     if web.public_url and not web.public_url.startswith(("http://", "https://")):
         web_t.fail("public_url", "must start with http:// or https://")

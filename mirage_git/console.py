@@ -84,3 +84,46 @@ def _report(cfg: Config, store: Store, job_id: str, env_url: str, follow: bool) 
         click.echo(job_id)
         return 0
     return logs(store, job_id, follow=True)
+
+
+def purge(cfg: Config, store: Store, older_than: str, app: str | None, exclude: tuple[str, ...],
+          exclude_regex: str | None, dry_run: bool, as_json: bool) -> None:
+    from . import actions
+    from . import purge as purge_mod
+
+    try:
+        chosen = purge_mod.purge(cfg, store, queue.rq_queue(cfg), older_than, app=app, exclude=exclude,
+                                 exclude_regex=exclude_regex, dry_run=dry_run, source="cli")
+    except actions.Refused as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "envs": [c.to_api() for c in chosen]}, indent=2))
+        return
+    if not chosen:
+        click.echo("nothing to purge: every env was used or deployed recently")
+        return
+    verb = "would terminate" if dry_run else "terminating"
+    for c in chosen:
+        last = iso(c.last_request_at) or "never requested"
+        job = f"  job {c.job_id}" if c.job_id else ""
+        click.echo(f"{verb} {c.env.app}/{c.env.branch}  idle {_human(c.idle_seconds)}  (last request: {last}){job}")
+
+
+def branches(cfg: Config, app_name: str) -> int:
+    from . import branches as branches_mod
+
+    listed = branches_mod.of(cfg, _app(cfg, app_name))
+    if listed.error:
+        click.echo(f"mirage-git: {listed.error}", err=True)
+        return 1
+    for b in listed.branches:
+        click.echo(f"{b.commit[:12]}  {b.name}")
+    return 0
+
+
+def _human(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"

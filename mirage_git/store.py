@@ -8,6 +8,7 @@ resume from an entry id) and the slug table that keeps hostnames stable.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ ENVS = "mirage:envs"  # set of hosts
 JOBS = "mirage:jobs"  # sorted set: job id by creation time
 ACCESS_COUNT = "mirage:access:count"  # hash: host → requests served
 ACCESS_LAST = "mirage:access:last"  # hash: host → epoch seconds of the last request
+WEB_SECRET = "mirage:web:secret"  # string: the key that signs web sessions when [auth] secret_key is unset
 JOBS_KEPT = 2000
 
 
@@ -283,6 +285,33 @@ class Store:
                     return
                 yield "", {}
 
+    def follow_log_batches(self, job_id: str, after: str = "0-0", poll: float = 1.0,
+                           count: int = 1000) -> Iterator[list[LogEntry]]:
+        """Like `follow_log`, but one list per read: what was waiting, up to `count` entries.
+
+        An empty list stands for `poll` seconds of silence. Readers that forward lines over
+        the network (the log page's event stream) send one message per list, not per line.
+        Like `follow_log`, it stops at the job's last line (`end`).
+        """
+        while True:
+            batch = self.r.xread({_log(job_id): after}, count=count, block=int(poll * 1000))
+            entries: list[LogEntry] = list(batch[0][1]) if batch else []
+            if entries:
+                last = next((i for i, e in enumerate(entries) if "end" in e[1]), None)
+                if last is not None:
+                    yield entries[: last + 1]
+                    return
+                after = entries[-1][0]
+                yield entries
+                continue
+            job = self.job(job_id)
+            if job is None or job.done:
+                while rest := self.log(job_id, after, count=count):
+                    after = rest[-1][0]
+                    yield rest
+                return
+            yield []
+
     # --- access counters (written in batches by the proxy) ------------------------------
     def record_access(self, counts: dict[str, int], last_seen: dict[str, float]) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -296,6 +325,20 @@ class Store:
         counts, last = self.r.hgetall(ACCESS_COUNT), self.r.hgetall(ACCESS_LAST)
         hosts = set(counts) | set(last)
         return {h: (int(counts.get(h, 0)), float(last[h]) if h in last else None) for h in hosts}
+
+    def access_of(self, host: str) -> tuple[int, float | None]:
+        """One env's request count and last request time (epoch seconds), as the proxy recorded them."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hget(ACCESS_COUNT, host)
+        pipe.hget(ACCESS_LAST, host)
+        count, last = pipe.execute()
+        return int(count or 0), float(last) if last else None
+
+    # --- web sessions -------------------------------------------------------------------
+    def web_secret(self) -> str:
+        """A random signing key shared by every web process, made once and kept in Redis."""
+        self.r.set(WEB_SECRET, secrets.token_urlsafe(48), nx=True)
+        return self.r.get(WEB_SECRET)
 
     # --- helpers ------------------------------------------------------------------------
     def _hset(self, key: str, values: dict[str, Any], pipe: Any = None) -> None:

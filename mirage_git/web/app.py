@@ -10,7 +10,7 @@ from .. import queue
 from ..config import Config
 from ..errors import Unavailable
 from ..store import Store
-from . import api, git_http, hooks, ui
+from . import api, api_actions, auth, git_http, hooks, launcher, ui
 from .context import Services
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on webhook payloads
@@ -21,10 +21,17 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     store = store or Store.from_url(config.effective_redis_url)
     app.extensions["mirage"] = Services(config, store, queue.rq_queue(config))
+    auth.init_app(app)
     app.register_blueprint(hooks.bp)
+    assert api_actions.bp is api.bp  # api_actions adds the API's write endpoints to the same blueprint
     app.register_blueprint(api.bp)
     app.register_blueprint(ui.bp)
+    app.register_blueprint(launcher.bp)
     app.register_blueprint(git_http.bp)  # /git/: its own Basic auth (push_token); keep it out of any UI login
+
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        return jsonify(ok=True)
 
     @app.errorhandler(Unavailable)
     def unavailable(exc: Unavailable):  # type: ignore[no-untyped-def]

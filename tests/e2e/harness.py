@@ -79,8 +79,12 @@ class AppRepo:
 class Service:
     """`mirage-git up` on private ports, with its own data folder and embedded Redis."""
 
-    def __init__(self, root: Path, app: str, repo: Path, extra: str = "", push_app: str | None = None) -> None:
+    def __init__(self, root: Path, app: str, repo: Path, extra: str = "", push_app: str | None = None,
+                 web_extra: str = "", token: str | None = None) -> None:
+        """`extra` goes into the app's table (parameters, ...), `web_extra` into [web]; `token` turns on [auth]."""
         self.app, self.root, self.push_app = app, root, push_app
+        self.token = token
+        self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.web_port, self.proxy_port = free_port(), free_port()
         self.domain = f"{app}.test.localhost"
         self.config = root / "mirage.toml"
@@ -88,6 +92,7 @@ class Service:
 data_dir = "data"
 [web]
 listen = "127.0.0.1:{self.web_port}"
+{web_extra}
 [proxy]
 listen = "127.0.0.1:{self.proxy_port}"
 [worker]
@@ -105,6 +110,9 @@ push_token = "{PUSH_TOKEN}"
             with self.config.open("a") as f:
                 f.write(f'\n[apps.{push_app}]\ndomain = "{push_app}.test.localhost"\npush_token = "{PUSH_TOKEN}"\n'
                         "health_timeout = 20\n")
+        if token:
+            with self.config.open("a") as f:
+                f.write(f'\n[auth]\ntoken = "{token}"\n')
         self.web = f"http://127.0.0.1:{self.web_port}"
         self.output: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -171,7 +179,7 @@ push_token = "{PUSH_TOKEN}"
         return requests.post(f"{self.web}/hooks/{forge}", data=body, headers=headers, timeout=10)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return requests.get(f"{self.web}/api/jobs/{job_id}", timeout=10).json()
+        return requests.get(f"{self.web}/api/jobs/{job_id}", headers=self.auth_headers, timeout=10).json()
 
     def wait_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -180,11 +188,15 @@ push_token = "{PUSH_TOKEN}"
             if job["status"] in ("succeeded", "failed", "superseded"):
                 return job
             time.sleep(0.2)
-        log = requests.get(f"{self.web}/api/jobs/{job_id}/log", timeout=10).text
+        log = self.log(job_id)
         raise AssertionError(f"job {job_id} did not finish in {timeout}s; log:\n{log}")
 
     def log(self, job_id: str) -> str:
-        return requests.get(f"{self.web}/api/jobs/{job_id}/log", timeout=10).text
+        return requests.get(f"{self.web}/api/jobs/{job_id}/log", headers=self.auth_headers, timeout=10).text
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """A call to the REST API, with the bearer token when auth is on."""
+        return requests.request(method, f"{self.web}{path}", headers=self.auth_headers, timeout=10, **kw)
 
 
 def git_push(cwd: Path, url: str, *refspecs: str, options: tuple[str, ...] = (), env: dict[str, str] | None = None,
