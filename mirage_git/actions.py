@@ -54,6 +54,7 @@ def launch(config: Config, store: Store, rq_queue: rq.Queue, app_name: str, bran
     (when the repository can be listed at all), rather than failing later in the worker.
     """
     fields: dict[str, str] = {}
+    origin: str | None = None
     app = config.apps.get(app_name)
     if app is None:
         fields["app"] = "unknown app" if app_name else "is required"
@@ -61,12 +62,13 @@ def launch(config: Config, store: Store, rq_queue: rq.Queue, app_name: str, bran
         fields["branch"] = "is required"
     elif not naming.is_valid_branch(branch):
         fields["branch"] = "is not a valid git branch name"
-    elif app is not None and check_branch and commit is None:
+    elif app is not None and check_branch:
         listed = branches.of(config, app)
         if not listed.error and not listed.has(branch):
             listed = branches.of(config, app, refresh=True)
-        if not listed.error and not listed.has(branch):
-            fields["branch"] = f"no such branch in {listed.origin}"
+        if not listed.error and not listed.has(branch) and commit is None:
+            fields["branch"] = f"no such branch in {' or '.join(branches.origins(config, app))}"
+        origin = listed.origin_of(branch)
     if commit is not None and not _COMMIT.match(commit):
         fields["commit"] = "must be a commit id (4 to 64 hex digits)"
     given = dict(given or {})
@@ -76,7 +78,7 @@ def launch(config: Config, store: Store, rq_queue: rq.Queue, app_name: str, bran
         raise Refused(_summary(fields), 422, fields)
     assert app is not None
     return queue.deploy(config, store, rq_queue, app, branch, commit, source=source, pusher=pusher,
-                        params=params_mod.resolve(app.parameters, given))
+                        params=params_mod.resolve(app.parameters, given), repo=_unless_default(app, origin))
 
 
 def redeploy(config: Config, store: Store, rq_queue: rq.Queue, host: str, *, commit: str | None = None,
@@ -92,8 +94,15 @@ def redeploy(config: Config, store: Store, rq_queue: rq.Queue, host: str, *, com
     problems = params_mod.problems(app.parameters, given)
     if problems:  # the config changed since the env was launched
         raise Refused("its parameters no longer fit the app's config: " + _summary(problems), 409)
+    # Build from where the env's code came from: a pushed branch from the push repository.
+    last = store.job(env.live_job_id or env.job_id or "")
     return queue.deploy(config, store, rq_queue, app, env.branch, commit, source=source, pusher=pusher,
-                        params=params_mod.resolve(app.parameters, given))
+                        params=params_mod.resolve(app.parameters, given), repo=last.repo if last else None)
+
+
+def _unless_default(app: AppConfig, origin: str | None) -> str | None:
+    """The repository a job must fetch from, or None for the app's own `repo`."""
+    return None if origin is None or origin == app.repo else origin
 
 
 def terminate(config: Config, store: Store, rq_queue: rq.Queue, host: str, *, source: str = "api",
@@ -115,4 +124,4 @@ def _tearing_down(store: Store, env: Env) -> Job | None:
 
 
 def _summary(fields: Mapping[str, str]) -> str:
-    return "; ".join(f"{name} {problem}" for name, problem in fields.items())
+    return "; ".join(f"{name}: {problem}" for name, problem in fields.items())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import AppConfig, Config
+from .push import barerepos
 
 TTL = 30.0
 TIMEOUT = 15.0
@@ -26,6 +27,7 @@ TIMEOUT = 15.0
 class Branch:
     name: str
     commit: str
+    origin: str  # the repository that has it: the app's `repo`, or its push repository
 
 
 @dataclass(frozen=True)
@@ -42,30 +44,51 @@ class BranchList:
         return [b.name for b in self.branches]
 
     def has(self, name: str) -> bool:
-        return any(b.name == name for b in self.branches)
+        return self.origin_of(name) is not None
+
+    def origin_of(self, name: str) -> str | None:
+        return next((b.origin for b in self.branches if b.name == name), None)
 
     def to_api(self) -> dict[str, object]:
-        return {"origin": self.origin, "branches": [{"name": b.name, "commit": b.commit} for b in self.branches],
-                "error": self.error}
+        return {"origin": self.origin, "error": self.error,
+                "branches": [{"name": b.name, "commit": b.commit, "origin": b.origin} for b in self.branches]}
 
 
 _cache: dict[str, BranchList] = {}
 _lock = threading.Lock()
 
 
-def origin(config: Config, app: AppConfig) -> str:
-    """Where `app`'s branches live: its configured repo, else its push repository."""
-    return app.repo or str(config.data_dir / "repos" / f"{app.name}.git")
+def origins(config: Config, app: AppConfig) -> list[str]:
+    """Where `app`'s branches live: its configured repo (if any), then its push repository."""
+    pushed = str(barerepos.path(config, app.name))
+    return [app.repo, pushed] if app.repo else [pushed]
 
 
 def of(config: Config, app: AppConfig, refresh: bool = False) -> BranchList:
-    """The branches of `app`'s repository, at most `TTL` seconds old unless `refresh`."""
-    where = origin(config, app)
+    """The branches `app` can deploy, at most `TTL` seconds old unless `refresh`.
+
+    An app with a `repo` that also takes pushes has branches in both places; a branch in
+    both is taken from `repo`, a branch only pushed is taken from the push repository.
+    """
+    where = origins(config, app)
+    lists = [_listed(w, pushed=(i == len(where) - 1), refresh=refresh) for i, w in enumerate(where)]
+    seen: dict[str, Branch] = {}
+    for listed in lists:
+        for b in listed.branches:
+            seen.setdefault(b.name, b)
+    primary = lists[0]
+    if len(lists) == 1 or not lists[1].branches:
+        return primary
+    found = tuple(sorted(seen.values(), key=lambda b: (b.name not in ("main", "master"), b.name.lower())))
+    return BranchList(primary.origin, found, None if found else primary.error, primary.fetched_at)
+
+
+def _listed(where: str, pushed: bool, refresh: bool) -> BranchList:
     with _lock:
         cached = _cache.get(where)
     if cached is not None and not refresh and time.time() - cached.fetched_at < TTL:
         return cached
-    result = _ls_remote(where, pushed=app.repo is None)
+    result = _ls_remote(where, pushed=pushed)
     with _lock:
         _cache[where] = result
     return result
@@ -97,6 +120,6 @@ def _ls_remote(where: str, pushed: bool) -> BranchList:
     for line in proc.stdout.splitlines():
         sha, _, ref = line.partition("\t")
         if ref.startswith("refs/heads/"):
-            found.append(Branch(ref.removeprefix("refs/heads/"), sha))
+            found.append(Branch(ref.removeprefix("refs/heads/"), sha, where))
     found.sort(key=lambda b: (b.name not in ("main", "master"), b.name.lower()))
     return BranchList(where, tuple(found))

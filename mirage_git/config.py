@@ -6,6 +6,7 @@ the key and the problem, so the CLI can print it as a single line and exit 2.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -150,6 +151,9 @@ class Config:
     path: Path | None
     data_dir: Path
     apps: Mapping[str, AppConfig]
+    # Names this installation's containers and images, so that two mirage-gits sharing one
+    # Docker engine never touch each other's. Default: derived from `data_dir`.
+    instance: str = "default"
     domain: str = DEFAULT_DOMAIN
     redis_url: str | None = None
     web: WebConfig = WebConfig()
@@ -187,7 +191,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     chosen = path or os.environ.get(CONFIG_ENV)
     if not chosen:
         if not Path("mirage.toml").is_file():
-            raise ConfigError(None, "--config", f"no config given; pass --config FILE or set {CONFIG_ENV}")
+            raise ConfigError(None, "--config", f"no config given and no ./mirage.toml here; pass --config FILE "
+                              f"or set {CONFIG_ENV} (the quick start's is examples/mirage.toml)")
         chosen = "mirage.toml"
     file = Path(chosen).expanduser().resolve()
     try:
@@ -210,6 +215,9 @@ def parse(data: Mapping[str, Any], path: Path | None = None) -> Config:
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         top.fail("redis_url", "must start with redis://, rediss:// or unix://")
     data_dir = _resolve(base, top.str("data_dir", ".mirage"))
+    instance = top.str("instance", None) or hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+    if not _APP_NAME.match(instance):
+        top.fail("instance", "must be lower-case letters, digits and '-', at most 40 characters")
 
     web_t = top.table("web")
     web = WebConfig(
@@ -261,7 +269,8 @@ def parse(data: Mapping[str, Any], path: Path | None = None) -> Config:
         top.fail("proxy.ports", "two proxy listeners share a port")
     top.done()
     return Config(
-        path=path, data_dir=data_dir, apps=MappingProxyType(apps), domain=domain, redis_url=redis_url,
+        path=path, data_dir=data_dir, apps=MappingProxyType(apps), instance=instance, domain=domain,
+        redis_url=redis_url,
         web=web, proxy=proxy, worker=worker, auth=auth,
     )
 

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from . import params as params_mod
-from . import queue
+from . import actions, queue
 from .config import Config
 from .models import iso
 from .store import Store
@@ -45,18 +44,16 @@ def logs(store: Store, job_id: str, follow: bool) -> int:
 
 def deploy(cfg: Config, store: Store, app_name: str, branch: str, commit: str | None, raw_params: tuple[str, ...],
            follow: bool) -> int:
-    app = _app(cfg, app_name)
     params = {}
     for item in raw_params:
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
         params[name] = value
-    found = params_mod.problems(app.parameters, params)
-    if found:
-        raise click.ClickException("; ".join(f"parameter {k} {v}" for k, v in found.items()))
-    job = queue.deploy(cfg, store, queue.rq_queue(cfg), app, branch, commit, source="cli",
-                       params=params_mod.resolve(app.parameters, params))
+    try:
+        job = actions.launch(cfg, store, queue.rq_queue(cfg), app_name, branch, params, commit=commit, source="cli")
+    except actions.Refused as exc:
+        raise click.ClickException(str(exc)) from None
     return _report(cfg, store, job.id, job.env_url, follow)
 
 

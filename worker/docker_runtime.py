@@ -1,8 +1,9 @@
 """Docker, through the SDK: build with a streaming log, run, wait until healthy, clean up.
 
-Containers carry `mirage.app` / `mirage.branch` labels and images are tagged
-`mirage/<app>:<slug>_<sha>`, so whatever Redis forgets can be found again and nothing is
-left behind by a teardown. (Images get no labels: the classic builder turns each label
+Containers carry `mirage.instance` / `mirage.app` / `mirage.branch` labels and images are
+tagged `mirage/<instance>/<app>:<slug>_<sha>`, so whatever Redis forgets can be found again,
+nothing is left behind by a teardown, and two installations sharing one engine never touch
+each other's containers. (Images get no labels: the classic builder turns each label
 into an extra build step that costs a container start.)
 """
 
@@ -21,7 +22,8 @@ from docker.models.containers import Container
 from mirage_git.errors import Unavailable
 
 Log = Callable[[str], None]
-LABEL_APP, LABEL_BRANCH, LABEL_COMMIT, LABEL_JOB = "mirage.app", "mirage.branch", "mirage.commit", "mirage.job"
+LABEL_INSTANCE, LABEL_APP, LABEL_BRANCH = "mirage.instance", "mirage.app", "mirage.branch"
+LABEL_COMMIT, LABEL_JOB = "mirage.commit", "mirage.job"
 
 
 class DeployError(Exception):
@@ -37,9 +39,13 @@ def connect() -> docker.DockerClient:
         raise Unavailable.docker(exc) from None
 
 
-def image_tag(app: str, slug: str, commit: str) -> str:
-    """`mirage/<app>:<slug>_<sha>`; slugs never contain '_', so a slug's images are `<slug>_*`."""
-    return f"mirage/{app}:{slug}_{commit[:12]}"
+def image_tag(instance: str, app: str, slug: str, commit: str) -> str:
+    """`mirage/<instance>/<app>:<slug>_<sha>`; slugs never contain '_', so a slug's images are `<slug>_*`."""
+    return f"{_image_repo(instance, app)}:{slug}_{commit[:12]}"
+
+
+def _image_repo(instance: str, app: str) -> str:
+    return f"mirage/{instance}/{app}"
 
 
 def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str, log: Log) -> str:
@@ -185,12 +191,25 @@ def remove(client: docker.DockerClient, container_id: str | None) -> None:
             raise
 
 
-def branch_containers(client: docker.DockerClient, app: str, branch: str) -> list[dict]:
+def branch_containers(client: docker.DockerClient, instance: str, app: str, branch: str) -> list[dict]:
     """Every container (running or not) of one branch, as the engine's summary dicts."""
-    return client.api.containers(all=True, filters={"label": [f"{LABEL_APP}={app}", _branch_label(branch)]})
+    labels = [f"{LABEL_INSTANCE}={instance}", f"{LABEL_APP}={app}", _branch_label(branch)]
+    return client.api.containers(all=True, filters={"label": labels})
 
 
-def remove_branch_images(client: docker.DockerClient, app: str, slug: str, keep: str | None = None) -> int:
+def remove_image_tag(client: docker.DockerClient, tag: str) -> None:
+    """Untag one image; the image itself goes when nothing else uses it."""
+    try:
+        client.api.remove_image(tag)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "being used by" not in str(exc):
+            raise
+
+
+def remove_branch_images(client: docker.DockerClient, instance: str, app: str, slug: str,
+                         keep: str | None = None) -> int:
     """Remove the images built for one branch (by its slug), except `keep`; returns how many went.
 
     By tag, not by id: branches at the same commit share one image id (and the build cache
@@ -198,19 +217,13 @@ def remove_branch_images(client: docker.DockerClient, app: str, slug: str, keep:
     the image only when nothing else uses it.
     """
     removed = 0
-    prefix = f"mirage/{app}:{slug}_"
+    prefix = f"{_image_repo(instance, app)}:{slug}_"
     for image in client.api.images(filters={"reference": f"{prefix}*"}):
         if image["Id"] == keep:
             continue
         for tag in [t for t in image.get("RepoTags") or [] if t.startswith(prefix)]:
-            try:
-                client.api.remove_image(tag)
-                removed += 1
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if "being used by" not in str(exc):
-                    raise
+            remove_image_tag(client, tag)
+            removed += 1
     return removed
 
 

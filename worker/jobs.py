@@ -24,6 +24,7 @@ from mirage_git import naming
 from mirage_git.config import AppConfig, Config
 from mirage_git.errors import Unavailable
 from mirage_git.models import Job, Route
+from mirage_git.push import barerepos
 from mirage_git.store import Store
 
 from . import docker_runtime as runtime
@@ -76,12 +77,13 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
     log.start()
     ctx.store.update_env(job.host, status="building", job_id=job.id)
     new_container: str | None = None
+    new_image: str | None = None  # the tag this job built, until it goes live
     workdir = Path(tempfile.mkdtemp(prefix=f"build-{job.id}-", dir=_builds_dir(ctx.config)))
     try:
         appcfg = _app(ctx.config, app)
         client = ctx.docker
         with log.step("fetch", "Fetching the commit"):
-            origin = job.repo or appcfg.repo or str(ctx.config.data_dir / "repos" / f"{app}.git")
+            origin = job.repo or appcfg.repo or str(barerepos.path(ctx.config, app))
             cache = ctx.config.data_dir / "cache" / f"{app}.git"
             if job.source == "push" and commit:
                 commit = source.fetch_pushed(cache, origin, branch, commit, job.quarantine, log)
@@ -92,11 +94,13 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
             source.export(cache, commit, appcfg.context, workdir)
         _check_latest(ctx, job)
         slug = _slug(job)
-        labels = {runtime.LABEL_APP: app, runtime.LABEL_BRANCH: branch, runtime.LABEL_COMMIT: commit,
-                  runtime.LABEL_JOB: job.id, "mirage.host": job.host}
+        instance = ctx.config.instance
+        labels = {runtime.LABEL_INSTANCE: instance, runtime.LABEL_APP: app, runtime.LABEL_BRANCH: branch,
+                  runtime.LABEL_COMMIT: commit, runtime.LABEL_JOB: job.id, "mirage.host": job.host}
         with log.step("build", "Building the image"):
-            tag = runtime.image_tag(app, slug, commit)
+            tag = runtime.image_tag(instance, app, slug, commit)
             image = runtime.build(client, workdir, appcfg.dockerfile, tag, log)
+            new_image = tag
             log(f"built {tag} ({image[:19]})")
         _check_latest(ctx, job)
         with log.step("run", "Starting the container"):
@@ -121,15 +125,15 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
                 deployed_at=time.time(), pusher=job.pusher, subject=job.subject, params=job.params)
             if not promoted:
                 raise Superseded
-            new_container = None  # it is live now: never remove it on the way out
+            new_container = new_image = None  # it is live now: never remove it on the way out
             log(f"{job.host} → 127.0.0.1:{host_ports[port]}")
         with log.step("cleanup", "Retiring the previous version"):
             time.sleep(DRAIN_SECONDS)  # let requests already sent to the old version finish
-            for old in runtime.branch_containers(client, app, branch):
+            for old in runtime.branch_containers(client, instance, app, branch):
                 if old["Id"] != container.id:
                     runtime.remove(client, old["Id"])
                     log(f"removed container {old['Id'][:12]}")
-            removed = runtime.remove_branch_images(client, app, slug, keep=image)
+            removed = runtime.remove_branch_images(client, instance, app, slug, keep=image)
             if removed:
                 log(f"removed {removed} old image(s)")
             if previous and previous.commit and previous.commit != commit:
@@ -137,10 +141,12 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         log.finish("succeeded", f"live at {job.env_url}")
         return job.env_url
     except Superseded:
+        new_image = None  # a newer job may have built the very same tag
         _superseded(ctx, job, log)
         return "superseded"
     except Exception as exc:
         if ctx.store.latest(job.host) != job.id:
+            new_image = None
             _superseded(ctx, job, log)
             return "superseded"
         reason = _reason(exc)
@@ -148,11 +154,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         log.finish("failed", f"deploy failed: {reason}", error=reason)
         raise DeployFailed(reason) from None
     finally:
-        if new_container:
-            try:
-                runtime.remove(ctx.docker, new_container)
-            except (docker.errors.DockerException, Unavailable):
-                log(f"warning: could not remove the new container {new_container[:12]}")
+        _discard(ctx, job, log, new_container, new_image)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -168,11 +170,12 @@ def teardown(app: str, branch: str) -> str:
             ctx.store.delete_route(job.host)
             log(f"{job.host} no longer routed")
         with log.step("containers", "Removing the containers"):
-            for c in runtime.branch_containers(client, app, branch):
+            for c in runtime.branch_containers(client, ctx.config.instance, app, branch):
                 runtime.remove(client, c["Id"])
                 log(f"removed container {c['Id'][:12]}")
         with log.step("images", "Removing the images"):
-            log(f"removed {runtime.remove_branch_images(client, app, _slug(job))} image(s)")
+            removed = runtime.remove_branch_images(client, ctx.config.instance, app, _slug(job))
+            log(f"removed {removed} image(s)")
         if not ctx.store.forget_env(job.id, job.host, app, branch):
             log("a newer job was queued for this branch; it will bring the env back")
         log.finish("succeeded", f"torn down {job.env_url}")
@@ -185,6 +188,19 @@ def teardown(app: str, branch: str) -> str:
 
 class DeployFailed(Exception):
     """Raised so RQ records the job as failed; the log already holds the reason."""
+
+
+def _discard(ctx: Context, job: Job, log: JobLog, container: str | None, image_tag: str | None) -> None:
+    """Remove what a deploy that did not go live made: its container, and its image unless live."""
+    try:
+        runtime.remove(ctx.docker, container)
+        if image_tag:
+            env = ctx.store.env(job.host)
+            live_image = env.image if env else None
+            if live_image is None or ctx.docker.images.get(image_tag).id != live_image:
+                runtime.remove_image_tag(ctx.docker, image_tag)
+    except (docker.errors.DockerException, Unavailable) as exc:
+        log(f"warning: could not remove what this deploy made ({' '.join(str(exc).split())[:200]})")
 
 
 def _app(cfg: Config, name: str) -> AppConfig:

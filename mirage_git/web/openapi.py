@@ -97,7 +97,8 @@ SCHEMAS: dict[str, Any] = {
     "Branches": {"type": "object", "required": ["app", "origin", "branches"], "properties": {
         "app": {"type": "string"}, "origin": {"type": "string"}, "error": _nullable("string"),
         "branches": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "commit": {"type": "string"}}}}}},
+            "name": {"type": "string"}, "commit": {"type": "string"},
+            "origin": {"type": "string", "description": "`repo`, or the push repository."}}}}}},
     "Launch": {"type": "object", "required": ["app", "branch"], "properties": {
         "app": {"type": "string"}, "branch": {"type": "string", "description": "Must exist in the app's repo."},
         "commit": {"type": "string", "description": "Build this commit instead of the branch tip."},

@@ -247,7 +247,7 @@ def cleanup_docker(app: str) -> None:
     client = docker.from_env()
     for c in client.api.containers(all=True, filters={"label": f"mirage.app={app}"}):
         client.api.remove_container(c["Id"], force=True)
-    for image in client.api.images(filters={"reference": f"mirage/{app}:*"}):
+    for image in client.api.images(filters={"reference": f"mirage/*/{app}:*"}):
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_image(image["Id"], force=True)
 

@@ -262,6 +262,32 @@ def test_an_app_with_a_repo_takes_pushes_too(service: Service, app_repo: AppRepo
     assert job is not None and job.repo == str(service.bare_repo()) and job.commit == sha
 
 
+def test_a_branch_that_was_only_pushed_redeploys_and_launches_from_the_push_repo(
+        service: Service, app_repo: AppRepo, tmp_path: Path):
+    """The app has a `repo`, but this branch exists only in what was pushed to the service."""
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(app_repo.path), str(work)], check=True, env=git_env())
+    git(work, "checkout", "-q", "-b", "only-pushed")
+    (work / "www" / "index.html").write_text("pushed only\n")
+    git(work, "commit", "-qam", "pushed only")
+    out = git_push(work, service.git_url(), "only-pushed")
+    assert out.returncode == 0, out.stderr
+    host = service.host("only-pushed")
+    assert service.get(host).text == "pushed only\n"
+
+    redo = service.api("POST", f"/api/envs/{host}/redeploy")
+    assert redo.status_code == 202, redo.text
+    assert service.wait_job(redo.json()["id"])["status"] == "succeeded", service.log(redo.json()["id"])
+    assert service.get(host).text == "pushed only\n"
+
+    branches = service.api("GET", f"/api/apps/{service.app}/branches?refresh=1").json()["branches"]
+    assert {"name": "only-pushed", "origin": str(service.bare_repo())}.items() <= next(
+        b for b in branches if b["name"] == "only-pushed").items()
+    launched = service.api("POST", "/api/envs", json={"app": service.app, "branch": "only-pushed"})
+    assert launched.status_code == 202, launched.text
+    assert service.wait_job(launched.json()["id"])["status"] == "succeeded"
+
+
 def test_disconnecting_mid_build_lets_the_deploy_finish(service: Service, app_repo: AppRepo):
     branch = "walk-away"
     sha = app_repo.commit(branch, {"Dockerfile": SLOW_DOCKERFILE, "www/index.html": "finished anyway\n"})

@@ -127,6 +127,8 @@ def test_app_that_never_gets_healthy_fails_and_the_old_version_stays_live(servic
     assert "boom: missing config" in service.log(bad["id"])
     assert service.get(service.host(branch)).text == "ok\n"
     assert len(containers(service.app, branch)) == 1, "the failed container is removed"
+    leftover = docker.from_env().api.images(filters={"reference": f"mirage/*/{service.app}:{branch}_{crashing[:12]}"})
+    assert leftover == [], "the failed deploy's image is removed"
 
 
 def test_branch_delete_tears_everything_down(service: Service, app_repo: AppRepo):
@@ -145,7 +147,7 @@ def test_branch_delete_tears_everything_down(service: Service, app_repo: AppRepo
 
     assert service.get(host).status_code == 404
     assert containers(service.app, branch) == []
-    images = docker.from_env().api.images(filters={"reference": f"mirage/{service.app}:{branch}_*"})
+    images = docker.from_env().api.images(filters={"reference": f"mirage/*/{service.app}:{branch}_*"})
     assert images == []
     assert all(e["branch"] != branch for e in requests.get(f"{service.web}/api/envs", timeout=5).json())
 
