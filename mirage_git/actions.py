@@ -57,7 +57,8 @@ def launch(config: Config, store: Store, rq_queue: rq.Queue, app_name: str, bran
     origin: str | None = None
     app = config.apps.get(app_name)
     if app is None:
-        fields["app"] = "unknown app" if app_name else "is required"
+        fields["app"] = f"no app named {app_name!r} (configured: {', '.join(config.apps)})" if app_name \
+            else "is required"
     if not branch:
         fields["branch"] = "is required"
     elif not naming.is_valid_branch(branch):

@@ -8,6 +8,7 @@ import click
 
 from . import actions, queue
 from .config import Config
+from .errors import UserError
 from .models import iso
 from .store import Store
 
@@ -31,7 +32,7 @@ def logs(store: Store, job_id: str, follow: bool) -> int:
     """Print a job's log; with `follow`, until it ends. Exit status: 0 unless the job failed."""
     job = store.job(job_id)
     if job is None:
-        raise click.ClickException(f"no job {job_id!r}; `mirage-git envs` shows each env's last job")
+        raise UserError(f"no job {job_id!r}; `mirage-git envs` shows each env's last job")
     if not follow:
         click.echo(store.log_text(job_id), nl=False)
         return 1 if job.status == "failed" else 0
@@ -52,15 +53,15 @@ def deploy(cfg: Config, store: Store, app_name: str, branch: str, commit: str | 
         params[name] = value
     try:
         job = actions.launch(cfg, store, queue.rq_queue(cfg), app_name, branch, params, commit=commit, source="cli")
-    except actions.Refused as exc:
-        raise click.ClickException(str(exc)) from None
+    except actions.Refused:
+        raise  # a UserError already: the CLI prints it as one line
     return _report(cfg, store, job.id, job.env_url, follow)
 
 
 def destroy(cfg: Config, store: Store, app_name: str, branch: str, follow: bool) -> int:
     app = _app(cfg, app_name)
     if store.slug_of(app.name, branch) is None:
-        raise click.ClickException(f"{app.name} has no env for branch {branch!r}; `mirage-git envs` lists them")
+        raise UserError(f"{app.name} has no env for branch {branch!r}; `mirage-git envs` lists them")
     job = queue.teardown(cfg, store, queue.rq_queue(cfg), app, branch, source="cli")
     return _report(cfg, store, job.id, job.env_url, follow)
 
@@ -69,7 +70,7 @@ def _app(cfg: Config, name: str):  # type: ignore[no-untyped-def]
     try:
         return cfg.app(name)
     except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
+        raise UserError(str(exc.args[0])) from None
 
 
 def _report(cfg: Config, store: Store, job_id: str, env_url: str, follow: bool) -> int:
@@ -85,14 +86,10 @@ def _report(cfg: Config, store: Store, job_id: str, env_url: str, follow: bool) 
 
 def purge(cfg: Config, store: Store, older_than: str, app: str | None, exclude: tuple[str, ...],
           exclude_regex: str | None, dry_run: bool, as_json: bool) -> None:
-    from . import actions
     from . import purge as purge_mod
 
-    try:
-        chosen = purge_mod.purge(cfg, store, queue.rq_queue(cfg), older_than, app=app, exclude=exclude,
-                                 exclude_regex=exclude_regex, dry_run=dry_run, source="cli")
-    except actions.Refused as exc:
-        raise click.ClickException(str(exc)) from None
+    chosen = purge_mod.purge(cfg, store, queue.rq_queue(cfg), older_than, app=app, exclude=exclude,
+                             exclude_regex=exclude_regex, dry_run=dry_run, source="cli")
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "envs": [c.to_api() for c in chosen]}, indent=2))
         return

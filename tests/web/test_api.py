@@ -57,7 +57,8 @@ def test_launch_refusals_name_each_field(client):
     missing = client.post("/api/envs", json={"app": "shop", "branch": "main"}).get_json()
     assert missing["fields"] == {"params.TICKET": "is required"}
     unknown = client.post("/api/envs", json={"app": "nope", "branch": "main"})
-    assert unknown.status_code == 422 and unknown.get_json()["fields"]["app"] == "unknown app"
+    assert unknown.status_code == 422
+    assert unknown.get_json()["fields"]["app"] == "no app named 'nope' (configured: shop)"
     bad_branch = client.post("/api/envs", json={"app": "shop", "branch": "a..b", "params": {"TICKET": "A-1"}})
     assert bad_branch.get_json()["fields"]["branch"] == "is not a valid git branch name"
 
