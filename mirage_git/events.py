@@ -81,12 +81,13 @@ def verify(forge: str, headers: Mapping[str, str], body: bytes, secret: str | No
     if forge == "gitlab":
         token = h.get("x-gitlab-token")
         return bool(token) and hmac.compare_digest(token.encode(), key)
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    # Compared as bytes: headers may carry any latin-1 text, and comparing non-ASCII str raises.
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
     if forge == "github":
         given = h.get("x-hub-signature-256")
-        return given.startswith("sha256=") and hmac.compare_digest(given[7:].strip().lower(), expected)
+        return given.startswith("sha256=") and hmac.compare_digest(given[7:].strip().lower().encode(), expected)
     given = h.get("x-forgejo-signature") or h.get("x-gitea-signature")
-    return bool(given) and hmac.compare_digest(given.strip().lower(), expected)
+    return bool(given) and hmac.compare_digest(given.strip().lower().encode(), expected)
 
 
 class _Headers:

@@ -209,3 +209,14 @@ def test_unknown_forge():
     with pytest.raises(WebhookError) as err:
         events.read("bitbucket", {}, b"{}")
     assert err.value.status == 404
+
+
+@pytest.mark.parametrize("forge,header,value", [
+    ("github", "X-Hub-Signature-256", "sha256=\xe9"),
+    ("gitea", "X-Gitea-Signature", "\xe9" * 64),
+    ("gitea", "X-Forgejo-Signature", "ü"),
+    ("gitlab", "X-Gitlab-Token", "\xe9"),
+])
+def test_a_non_ascii_signature_is_simply_wrong(forge, header, value):
+    # Header values arrive decoded as latin-1; a byte above 0x7f must not crash the comparison.
+    assert not events.verify(forge, {header: value}, body("github/push-branch.json"), SECRET)
