@@ -115,6 +115,8 @@ def _payload(h: _Headers, body: bytes) -> Mapping[str, Any]:
         data = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookError(400, "body is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise WebhookError(400, "body must be a JSON object")
     return data

@@ -220,3 +220,12 @@ def test_unknown_forge():
 def test_a_non_ascii_signature_is_simply_wrong(forge, header, value):
     # Header values arrive decoded as latin-1; a byte above 0x7f must not crash the comparison.
     assert not events.verify(forge, {header: value}, body("github/push-branch.json"), SECRET)
+
+
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_deeply_nested_json_is_400_not_a_crash(raw):
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push", "Content-Type": "application/json"}, raw)
+    assert err.value.status == 400
