@@ -229,3 +229,11 @@ def test_deeply_nested_json_is_400_not_a_crash(raw):
     with pytest.raises(WebhookError) as err:
         events.read("github", {"X-GitHub-Event": "push", "Content-Type": "application/json"}, raw)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://github.com:abc/o/n", "https://github.com:99999/o/n"])
+def test_a_malformed_repository_url_in_a_payload_is_no_crash(url):
+    raw = json.dumps({"ref": "refs/heads/main", "after": "a" * 40,
+                      "repository": {"full_name": "o/n", "clone_url": url, "html_url": url}}).encode()
+    d = events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert "o/n" in d.repo_ids
