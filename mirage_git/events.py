@@ -136,7 +136,7 @@ def _github(h: _Headers, p: Mapping[str, Any]) -> Delivery:
     head = p.get("head_commit") if isinstance(p.get("head_commit"), dict) else {}
     pusher = _obj(p, "pusher").get("name") or _obj(p, "sender").get("login")
     return _push("github", ids, p, delivery, commit=head.get("id") or p.get("after"),
-                 deleted=bool(p.get("deleted")), pusher=pusher, message=head.get("message"))
+                 deleted=p.get("deleted") is True, pusher=pusher, message=head.get("message"))
 
 
 def _gitlab(h: _Headers, p: Mapping[str, Any]) -> Delivery:
@@ -171,7 +171,8 @@ def _gitea(h: _Headers, p: Mapping[str, Any]) -> Delivery:
         if ref_type != "branch":
             return Delivery("gitea", "ignored", ids, reason=f"{ref_type or 'ref'} delete", delivery_id=delivery)
         branch = _branch_name(ref)
-        return Delivery("gitea", "push", ids, (PushEvent(branch, None, True, pusher),), delivery_id=delivery)
+        return Delivery("gitea", "push", ids, (PushEvent(branch, None, True, _text(pusher) or None),),
+                        delivery_id=delivery)
     if event != "push":
         return Delivery("gitea", "ignored", ids, reason=f"event {event or '(none)'!r} is not handled",
                         delivery_id=delivery)
@@ -195,11 +196,12 @@ def _push(forge: str, ids: frozenset[str], p: Mapping[str, Any], delivery: str |
     branch = _branch_name(ref[len("refs/heads/"):])
     deleted = deleted or naming.is_null_sha(p.get("after") if isinstance(p.get("after"), str) else None)
     if deleted:
-        return Delivery(forge, "push", ids, (PushEvent(branch, None, True, _text(pusher)),), delivery_id=delivery)
+        return Delivery(forge, "push", ids, (PushEvent(branch, None, True, _text(pusher) or None),),
+                        delivery_id=delivery)
     if not isinstance(commit, str) or not naming.is_sha(commit.lower()):
         raise WebhookError(400, "push payload has no valid commit id ('after')")
     subject = _text(message).splitlines()[0][:200] if _text(message) else None
-    event = PushEvent(branch, commit.lower(), False, _text(pusher), subject)
+    event = PushEvent(branch, commit.lower(), False, _text(pusher) or None, subject)
     return Delivery(forge, "push", ids, (event,), delivery_id=delivery)
 
 

@@ -211,6 +211,13 @@ def test_unknown_forge():
     assert err.value.status == 404
 
 
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_deeply_nested_json_is_400_not_a_crash(raw):
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push", "Content-Type": "application/json"}, raw)
+    assert err.value.status == 400
+
+
 @pytest.mark.parametrize("forge,header,value", [
     ("github", "X-Hub-Signature-256", "sha256=\xe9"),
     ("gitea", "X-Gitea-Signature", "\xe9" * 64),
@@ -222,18 +229,26 @@ def test_a_non_ascii_signature_is_simply_wrong(forge, header, value):
     assert not events.verify(forge, {header: value}, body("github/push-branch.json"), SECRET)
 
 
-
-
-@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 100_000])
-def test_deeply_nested_json_is_400_not_a_crash(raw):
-    with pytest.raises(WebhookError) as err:
-        events.read("github", {"X-GitHub-Event": "push", "Content-Type": "application/json"}, raw)
-    assert err.value.status == 400
-
-
 @pytest.mark.parametrize("url", ["http://[::1", "https://github.com:abc/o/n", "https://github.com:99999/o/n"])
 def test_a_malformed_repository_url_in_a_payload_is_no_crash(url):
     raw = json.dumps({"ref": "refs/heads/main", "after": "a" * 40,
                       "repository": {"full_name": "o/n", "clone_url": url, "html_url": url}}).encode()
     d = events.read("github", {"X-GitHub-Event": "push"}, raw)
     assert "o/n" in d.repo_ids
+
+
+@pytest.mark.parametrize("deleted", ["false", "0", 1, [1], {"x": 1}])
+def test_github_deleted_must_be_a_real_true_to_tear_down(deleted):
+    # A string "false" is truthy in Python; a malformed payload must not tear a live env down.
+    raw = json.dumps({"ref": "refs/heads/main", "after": "a" * 40, "deleted": deleted,
+                      "repository": {"full_name": "o/n"}}).encode()
+    d = events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert [(p.branch, p.commit, p.deleted) for p in d.pushes] == [("main", "a" * 40, False)]
+
+
+@pytest.mark.parametrize("who", [[1], {"login": "x"}, 5, True])
+def test_pusher_of_the_wrong_shape_is_dropped_on_every_path(who):
+    raw = json.dumps({"ref": "feature", "ref_type": "branch", "pusher": {"login": who},
+                      "sender": {"login": who}, "repository": {"full_name": "o/n"}}).encode()
+    d = events.read("gitea", {"X-Gitea-Event": "delete"}, raw)
+    assert [(p.branch, p.deleted, p.pusher) for p in d.pushes] == [("feature", True, None)]
