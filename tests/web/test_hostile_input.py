@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import launch
+
 
 @pytest.mark.parametrize("path", ["/api/envs", "/api/purge"])
 def test_deeply_nested_json_is_400(client, path):
     resp = client.post(path, data="[" * 100_000, content_type="application/json")
     assert resp.status_code == 400 and "error" in resp.get_json()
+
+
+def test_a_host_or_job_id_naming_another_redis_key_is_404_not_redis_down(client, store):
+    """`<host>:jobs` and `<job>:log` are real Redis keys of another type; Redis must not be blamed."""
+    job = launch(client, "main")
+    host = job["host"]
+    for path in (f"/api/envs/{host}:jobs", f"/api/envs/{host}:latest", f"/api/envs/{host}:latest/jobs",
+                 f"/api/envs/{host}:jobs/access", f"/envs/{host}:latest"):
+        resp = client.get(path)
+        assert resp.status_code == 404, (path, resp.status_code, resp.data[:200])
+    for method, path in (("POST", f"/api/envs/{host}:jobs/redeploy"), ("DELETE", f"/api/envs/{host}:latest")):
+        resp = client.open(path, method=method)
+        assert resp.status_code == 404, (path, resp.status_code, resp.data[:200])
+    for path in (f"/api/jobs/{job['id']}:log", f"/api/jobs/{job['id']}:log/log", f"/jobs/{job['id']}:log",
+                 f"/jobs/{job['id']}:log/events"):
+        resp = client.get(path)
+        assert resp.status_code == 404, (path, resp.status_code, resp.data[:200])
