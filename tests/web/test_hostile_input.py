@@ -28,3 +28,21 @@ def test_a_host_or_job_id_naming_another_redis_key_is_404_not_redis_down(client,
                  f"/jobs/{job['id']}:log/events"):
         resp = client.get(path)
         assert resp.status_code == 404, (path, resp.status_code, resp.data[:200])
+
+
+@pytest.mark.parametrize("junk", ["١٢٣-0", "²", "99999999999999999999999-0", "1-99999999999999999999999",
+                                  "1700000000000-", "-0", " 1-0"])
+def test_junk_last_event_id_is_400_before_the_stream_starts(client, store, junk):
+    job = launch(client, "main")
+    store.finish_job(job["id"], "succeeded", "done")
+    resp = client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": junk})
+    assert resp.status_code == 400, resp.data[:300]
+    resp = client.get(f"/jobs/{job['id']}/events?after={junk}")
+    assert resp.status_code == 400
+
+
+def test_a_valid_last_event_id_still_resumes(client, store):
+    job = launch(client, "main")
+    store.finish_job(job["id"], "succeeded", "done")
+    resp = client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": "18446744073709551615-0"})
+    assert resp.status_code == 200 and "event: end" in resp.text
