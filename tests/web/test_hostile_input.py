@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import launch
@@ -46,3 +48,10 @@ def test_a_valid_last_event_id_still_resumes(client, store):
     store.finish_job(job["id"], "succeeded", "done")
     resp = client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": "18446744073709551615-0"})
     assert resp.status_code == 200 and "event: end" in resp.text
+
+
+@pytest.mark.parametrize("older_than", [10**400, -10**400])
+def test_purge_with_a_huge_integer_duration_is_422(client, older_than):
+    resp = client.post("/api/purge", data=json.dumps({"older_than": older_than, "dry_run": True}),
+                       content_type="application/json")
+    assert resp.status_code == 422 and "older_than" in resp.get_json()["fields"]
