@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -55,3 +56,26 @@ def test_purge_with_a_huge_integer_duration_is_422(client, older_than):
     resp = client.post("/api/purge", data=json.dumps({"older_than": older_than, "dry_run": True}),
                        content_type="application/json")
     assert resp.status_code == 422 and "older_than" in resp.get_json()["fields"]
+
+
+@pytest.mark.timeout(60)
+def test_purge_with_a_catastrophic_regex_is_refused_quickly(client, store):
+    """`(a+)+$` against a branch like `aaaa…!` would hold the worker (and the GIL) for hours."""
+    job = launch(client, "main")
+    store.update_env(job["host"], branch="a" * 40 + "!")
+    started = time.monotonic()
+    resp = client.post("/api/purge", json={"older_than": "1s", "exclude_regex": "(a+)+$", "dry_run": True})
+    took = time.monotonic() - started
+    assert took < 10, f"the regex ran for {took:.0f}s"
+    assert resp.status_code == 422, resp.get_json()
+    assert "exclude_regex" in resp.get_json()["fields"]
+
+
+def test_purge_regex_still_excludes(client, store):
+    job = launch(client, "main")
+    store.finish_job(job["id"], "succeeded", "done")
+    store.update_env(job["host"], deployed_at=time.time() - 7200, created_at=time.time() - 7200)
+    resp = client.post("/api/purge", json={"older_than": "1h", "exclude_regex": "^ma", "dry_run": True})
+    assert resp.status_code == 200 and resp.get_json()["envs"] == []
+    resp = client.post("/api/purge", json={"older_than": "1h", "exclude_regex": "^fix", "dry_run": True})
+    assert [e["branch"] for e in resp.get_json()["envs"]] == ["main"]
