@@ -74,7 +74,7 @@ class Parameter:
             return "must be one of " + ", ".join(self.options)
         if self.rule and not re.fullmatch(self.rule, value):
             return f"must match {self.rule}"
-        if "\x00" in value or len(value) > 4096:
+        if "\x00" in value or len(value) > 4096 or not _utf8(value):
             return "is not a valid value"
         return None
 
@@ -432,6 +432,14 @@ class _Table:
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             self.fail(key, f"{value!r} is not a 'host:port' address")
         return Address(host, int(port))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can carry ("\ud800")
+        return False
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -221,4 +221,7 @@ def _ids(*values: Any) -> frozenset[str]:
 
 
 def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 store can hold: they become "?".
+    return value.encode("utf-8", "replace").decode("utf-8").strip()

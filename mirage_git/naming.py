@@ -49,9 +49,18 @@ def is_valid_branch(name: str) -> bool:
     """True when `name` is a branch name git itself would accept (git-check-ref-format)."""
     if not name or len(name) > 255 or name.startswith(("/", "-", ".")) or name.endswith(("/", ".")):
         return False
-    if name == "@" or name == "HEAD":
+    if name == "@" or name == "HEAD" or not is_utf8(name):
         return False
     return not _BAD_REF.search(name) and not any(part.startswith(".") for part in name.split("/"))
+
+
+def is_utf8(text: str) -> bool:
+    """False for text with lone surrogates (JSON's "\\ud800"): no git ref, Redis key or env var can hold it."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def is_null_sha(sha: str | None) -> bool:

@@ -252,3 +252,16 @@ def test_pusher_of_the_wrong_shape_is_dropped_on_every_path(who):
                       "sender": {"login": who}, "repository": {"full_name": "o/n"}}).encode()
     d = events.read("gitea", {"X-Gitea-Event": "delete"}, raw)
     assert [(p.branch, p.deleted, p.pusher) for p in d.pushes] == [("feature", True, None)]
+
+
+def test_lone_surrogates_from_json_escapes_are_refused_or_replaced():
+    """JSON's "\\ud800" decodes to a str that cannot be encoded as UTF-8 (for Redis, git, Docker)."""
+    raw = b'{"ref": "refs/heads/a\\ud800", "after": "' + b"a" * 40 + b'", "repository": {"full_name": "o/n"}}'
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert err.value.status == 400
+    raw = (b'{"ref": "refs/heads/main", "after": "' + b"a" * 40 + b'", "repository": {"full_name": "o/n"},'
+           b' "pusher": {"name": "me\\udfff"}, "head_commit": {"message": "\\ud800 subject"}}')
+    (push,) = events.read("github", {"X-GitHub-Event": "push"}, raw).pushes
+    assert push.pusher == "me?" and push.subject == "? subject"
+    push.pusher.encode("utf-8")

@@ -79,3 +79,15 @@ def test_purge_regex_still_excludes(client, store):
     assert resp.status_code == 200 and resp.get_json()["envs"] == []
     resp = client.post("/api/purge", json={"older_than": "1h", "exclude_regex": "^fix", "dry_run": True})
     assert [e["branch"] for e in resp.get_json()["envs"]] == ["main"]
+
+
+def test_lone_surrogates_in_api_bodies_are_refused(make_app, repo):
+    """JSON's "\\ud800" is valid JSON but no UTF-8 store (Redis, git, Docker) can hold it."""
+    client = make_app(extra_apps={"free": {"repo": str(repo), "domain": "free.test",
+                                           "parameters": {"NOTE": {}}}}).test_client()
+    resp = client.post("/api/envs", data='{"app": "shop", "branch": "a\\ud800", "commit": "abcd"}',
+                       content_type="application/json")
+    assert resp.status_code == 422 and "branch" in resp.get_json()["fields"]
+    resp = client.post("/api/envs", data='{"app": "free", "branch": "main", "params": {"NOTE": "x\\ud800"}}',
+                       content_type="application/json")
+    assert resp.status_code == 422 and "params.NOTE" in resp.get_json()["fields"]
