@@ -65,8 +65,8 @@ def is_utf8(text: str) -> bool:
 
 def is_null_sha(sha: str | None) -> bool:
     """True for git's all-zero object id, in SHA-1 (40) or SHA-256 (64) repositories."""
-    return bool(sha) and bool(_NULL_SHA.match(sha or ""))
+    return bool(sha) and bool(_NULL_SHA.fullmatch(sha or ""))
 
 
 def is_sha(value: str | None) -> bool:
-    return bool(value) and bool(_SHA.match(value or ""))
+    return bool(value) and bool(_SHA.fullmatch(value or ""))

@@ -265,3 +265,11 @@ def test_lone_surrogates_from_json_escapes_are_refused_or_replaced():
     (push,) = events.read("github", {"X-GitHub-Event": "push"}, raw).pushes
     assert push.pusher == "me?" and push.subject == "? subject"
     push.pusher.encode("utf-8")
+
+
+@pytest.mark.parametrize("after", ["0" * 40 + "\n", "a" * 40 + "\n"])
+def test_a_sha_with_a_trailing_newline_is_400_not_a_teardown_or_deploy(after):
+    raw = json.dumps({"ref": "refs/heads/main", "after": after, "repository": {"full_name": "o/n"}}).encode()
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert err.value.status == 400

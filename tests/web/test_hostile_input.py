@@ -91,3 +91,12 @@ def test_lone_surrogates_in_api_bodies_are_refused(make_app, repo):
     resp = client.post("/api/envs", data='{"app": "free", "branch": "main", "params": {"NOTE": "x\\ud800"}}',
                        content_type="application/json")
     assert resp.status_code == 422 and "params.NOTE" in resp.get_json()["fields"]
+
+
+def test_a_commit_with_a_trailing_newline_is_refused(client):
+    resp = client.post("/api/envs", json={"app": "shop", "branch": "main", "commit": "abcd\n",
+                                          "params": {"TICKET": "A-1"}})
+    assert resp.status_code == 422 and "commit" in resp.get_json()["fields"]
+    job = launch(client, "main")
+    resp = client.post(f"/api/envs/{job['host']}/redeploy", json={"commit": "a" * 40 + "\n"})
+    assert resp.status_code == 422
