@@ -137,9 +137,14 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         log.finish("succeeded", f"live at {job.env_url}")
         return job.env_url
     except Superseded:
+        _discard(ctx, log, new_container)
+        new_container = None
         _superseded(ctx, job, log)
         return "superseded"
     except Exception as exc:
+        # Before the last line: whoever acts on it (a pusher, a script) must not find this container.
+        _discard(ctx, log, new_container)
+        new_container = None
         if ctx.store.latest(job.host) != job.id:
             _superseded(ctx, job, log)
             return "superseded"
@@ -148,12 +153,17 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         log.finish("failed", f"deploy failed: {reason}", error=reason)
         raise DeployFailed(reason) from None
     finally:
-        if new_container:
-            try:
-                runtime.remove(ctx.docker, new_container)
-            except (docker.errors.DockerException, Unavailable):
-                log(f"warning: could not remove the new container {new_container[:12]}")
+        _discard(ctx, log, new_container)  # cut short by what is no Exception (SystemExit, KeyboardInterrupt)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _discard(ctx: Context, log: JobLog, container_id: str | None) -> None:
+    """Remove a container this job started but never made live."""
+    if container_id:
+        try:
+            runtime.remove(ctx.docker, container_id)
+        except (docker.errors.DockerException, Unavailable):
+            log(f"warning: could not remove the new container {container_id[:12]}")
 
 
 def teardown(app: str, branch: str) -> str:
