@@ -321,7 +321,7 @@ def _parameter(t: _Table, name: str) -> Parameter:
     if rule is not None:
         try:
             re.compile(rule)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # x{99999999999}; ((((…)))) nested too deep
             t.fail("rule", f"is not a valid regular expression ({exc})")
     param = Parameter(
         name=name, env=env, required=t.bool("required", False), default=t.str("default", None),

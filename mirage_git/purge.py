@@ -122,7 +122,7 @@ def purge(config: Config, store: Store, rq_queue: rq.Queue, older_than: str | fl
     if exclude_regex:
         try:
             re.compile(exclude_regex)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # x{99999999999}; ((((…)))) nested too deep
             fields["exclude_regex"] = f"is not a valid regular expression ({exc})"
     if fields:
         raise Refused("; ".join(f"{k}: {v}" for k, v in fields.items()), 422, fields)

@@ -161,3 +161,11 @@ def test_cli_prints_hostile_config_errors_on_one_line(tmp_path, text):
                          capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"mirage-git: {path}: "), out.stderr
+
+
+@pytest.mark.parametrize("rule", ["x{99999999999}", "(" * 600 + ")" * 600])
+def test_a_rule_python_cannot_compile_is_a_config_error(tmp_path, rule):
+    path = write(tmp_path, f'[apps.a]\n[apps.a.parameters.X]\nrule = "{rule}"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert err.value.key == "apps.a.parameters.X.rule" and "regular expression" in err.value.problem

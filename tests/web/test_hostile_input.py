@@ -100,3 +100,9 @@ def test_a_commit_with_a_trailing_newline_is_refused(client):
     job = launch(client, "main")
     resp = client.post(f"/api/envs/{job['host']}/redeploy", json={"commit": "a" * 40 + "\n"})
     assert resp.status_code == 422
+
+
+@pytest.mark.parametrize("pattern", ["x{99999999999}", "(" * 499 + ")" * 499])
+def test_purge_regex_that_python_cannot_compile_is_422(client, pattern):
+    resp = client.post("/api/purge", json={"older_than": "1h", "exclude_regex": pattern, "dry_run": True})
+    assert resp.status_code == 422 and "exclude_regex" in resp.get_json()["fields"], resp.data[:200]
