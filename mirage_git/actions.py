@@ -70,7 +70,7 @@ def launch(config: Config, store: Store, rq_queue: rq.Queue, app_name: str, bran
         if not listed.error and not listed.has(branch) and commit is None:
             fields["branch"] = f"no such branch in {' or '.join(branches.origins(config, app))}"
         origin = listed.origin_of(branch)
-    if commit is not None and not _COMMIT.match(commit):
+    if commit is not None and not _COMMIT.fullmatch(commit):
         fields["commit"] = "must be a commit id (4 to 64 hex digits)"
     given = dict(given or {})
     if app is not None:
@@ -87,7 +87,7 @@ def redeploy(config: Config, store: Store, rq_queue: rq.Queue, host: str, *, com
     """Build the env's branch again (its tip, or `commit`) with the parameters it runs with now."""
     env = env_at(store, host)
     app = app_named(config, env.app)
-    if commit is not None and not _COMMIT.match(commit):
+    if commit is not None and not _COMMIT.fullmatch(commit):
         raise Refused("commit must be a commit id (4 to 64 hex digits)", 422, {"commit": "is not a commit id"})
     if _tearing_down(store, env):
         raise Refused(f"{env.host} is being terminated; launch it again once that job ends", 409)

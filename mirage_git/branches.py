@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import AppConfig, Config
+from .errors import git_failure
 from .push import barerepos
 
 TTL = 30.0
@@ -113,8 +114,7 @@ def _ls_remote(where: str, pushed: bool) -> BranchList:
     except OSError as exc:
         return BranchList(where, error=f"cannot run git ({exc.strerror})")
     if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-        why = lines[-1][:300] if lines else f"git exited with status {proc.returncode}"
+        why = git_failure(proc.stderr) or f"git exited with status {proc.returncode}"
         return BranchList(where, error=f"cannot list branches: {why}")
     found = []
     for line in proc.stdout.splitlines():

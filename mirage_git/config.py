@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import repos
 
@@ -25,6 +27,7 @@ CONFIG_ENV = "MIRAGE_CONFIG"
 _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_URL_PATH = re.compile(r"/[\x21-\x7e]*")  # what an HTTP request line can carry as is (checked with fullmatch)
 
 
 class ConfigError(Exception):
@@ -32,7 +35,7 @@ class ConfigError(Exception):
 
     def __init__(self, path: Path | str | None, key: str, problem: str) -> None:
         self.path, self.key, self.problem = path, key, problem
-        super().__init__(f"{path or '<config>'}: {key}: {problem}")
+        super().__init__(_one_line(f"{path or '<config>'}: {key}: {problem}"))
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class Parameter:
             return "must be one of " + ", ".join(self.options)
         if self.rule and not re.fullmatch(self.rule, value):
             return f"must match {self.rule}"
-        if "\x00" in value or len(value) > 4096:
+        if "\x00" in value or len(value) > 4096 or not _utf8(value):
             return "is not a valid value"
         return None
 
@@ -253,7 +256,7 @@ def parse(data: Mapping[str, Any], path: Path | None = None) -> Config:
     apps_t = top.table("apps")
     apps: dict[str, AppConfig] = {}
     for name in apps_t.names():
-        if not _APP_NAME.match(name):
+        if not _APP_NAME.fullmatch(name):
             apps_t.fail(name, "app names are lower-case letters, digits and '-', at most 40 characters")
         apps[name] = _app(apps_t.table(name), name, domain, base)
     apps_t.done()
@@ -279,13 +282,21 @@ def _app(t: _Table, name: str, default_domain: str, base: Path) -> AppConfig:
     repo = t.str("repo", None)
     if repo is not None and repos.is_local(repo):
         repo = str(_resolve(base, repo))
+    elif repo is not None and "://" in repo:
+        try:
+            urlsplit(repo).port  # noqa: B018  (raises for "https://[::1" or a port that is no number)
+        except ValueError as exc:
+            t.fail("repo", f"{repo!r} is not a valid URL ({exc})")
     health_path = t.str("health_path", "/")
     if not health_path.startswith("/"):
         t.fail("health_path", "must start with '/'")
+    if not _URL_PATH.fullmatch(health_path):
+        t.fail("health_path", "must be a URL path without spaces, control or non-ASCII characters "
+                              "(percent-encode them)")
     env_t = t.table("env")
     env = {}
     for key in env_t.names():
-        if not _ENV_NAME.match(key):
+        if not _ENV_NAME.fullmatch(key):
             env_t.fail(key, "is not a valid environment variable name")
         env[key] = env_t.scalar(key)
     params_t = t.table("parameters")
@@ -302,7 +313,7 @@ def _app(t: _Table, name: str, default_domain: str, base: Path) -> AppConfig:
         health_path=health_path,
         health_timeout=t.number("health_timeout", 60.0, 0.1),
         env=MappingProxyType(env),
-        dockerfile=t.relpath("dockerfile", "Dockerfile"),
+        dockerfile=t.relpath("dockerfile", "Dockerfile", file=True),
         context=t.relpath("context", "."),
         parameters=MappingProxyType(params),
     )
@@ -312,14 +323,14 @@ def _app(t: _Table, name: str, default_domain: str, base: Path) -> AppConfig:
 
 def _parameter(t: _Table, name: str) -> Parameter:
     env = t.str("env", name)
-    if not _ENV_NAME.match(env):
+    if not _ENV_NAME.fullmatch(env):
         t.fail("env", "is not a valid environment variable name")
     options = tuple(t.list_of_str("options"))
     rule = t.str("rule", None)
     if rule is not None:
         try:
             re.compile(rule)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # x{99999999999}; ((((…)))) nested too deep
             t.fail("rule", f"is not a valid regular expression ({exc})")
     param = Parameter(
         name=name, env=env, required=t.bool("required", False), default=t.str("default", None),
@@ -411,6 +422,8 @@ class _Table:
 
     def number(self, key: str, default: float, low: float) -> float:
         value = self._get(key, default, (int, float), "a number")
+        if not math.isfinite(value):  # TOML has nan and inf; a timeout of nan never expires, inf breaks ticks
+            self.fail(key, f"must be a finite number, not {value}")
         if value < low:
             self.fail(key, f"must be at least {low}")
         return float(value)
@@ -423,24 +436,39 @@ class _Table:
 
     def domain(self, key: str, default: str) -> str:
         value = self._get(key, default, str, "a string").lower().rstrip(".")
-        if len(value) > 190 or not value or not all(_DNS_LABEL.match(part) for part in value.split(".")):
+        if len(value) > 190 or not value or not all(_DNS_LABEL.fullmatch(part) for part in value.split(".")):
             self.fail(key, f"{value!r} is not a valid DNS domain")
         return value
 
-    def relpath(self, key: str, default: str) -> str:
+    def relpath(self, key: str, default: str, file: bool = False) -> str:
         value = self._get(key, default, str, "a string")
         parts = Path(value).parts
         if Path(value).is_absolute() or ".." in parts or "\x00" in value:
             self.fail(key, "must be a path inside the repository (relative, without '..')")
+        if file and not parts:
+            self.fail(key, "must name a file in the repository, like 'Dockerfile'")
         return value
 
     def address(self, key: str, default: str | None) -> Address:
         value = self._get(key, _MISSING if default is None else default, str, "a string like '127.0.0.1:8080'")
         host, sep, port = value.rpartition(":")
         host = host.strip("[]")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             self.fail(key, f"{value!r} is not a 'host:port' address")
         return Address(host, int(port))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can carry ("\ud800")
+        return False
+
+
+def _one_line(text: str) -> str:
+    """Keys and values may hold line breaks (quoted TOML keys, a rule); the message stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -37,6 +37,19 @@ class Unavailable(UserError):
         )
 
 
+# What git appends to most failures to reach a repository; the cause is the line before.
+_GIT_BOILERPLATE = ("fatal: could not read from remote repository.",
+                    "please make sure you have the correct access rights", "and the repository exists.")
+
+
+def git_failure(stderr: str) -> str | None:
+    """The line of git's stderr that says why it failed (the first `fatal:`/`error:` one), or None."""
+    lines = [line.strip().removeprefix("stderr: ").strip("'").strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and line.lower() not in _GIT_BOILERPLATE]
+    chosen = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else None)
+    return chosen[:300] if chosen else None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

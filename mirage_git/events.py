@@ -81,12 +81,13 @@ def verify(forge: str, headers: Mapping[str, str], body: bytes, secret: str | No
     if forge == "gitlab":
         token = h.get("x-gitlab-token")
         return bool(token) and hmac.compare_digest(token.encode(), key)
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    # Compared as bytes: headers may carry any latin-1 text, and comparing non-ASCII str raises.
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
     if forge == "github":
         given = h.get("x-hub-signature-256")
-        return given.startswith("sha256=") and hmac.compare_digest(given[7:].strip().lower(), expected)
+        return given.startswith("sha256=") and hmac.compare_digest(given[7:].strip().lower().encode(), expected)
     given = h.get("x-forgejo-signature") or h.get("x-gitea-signature")
-    return bool(given) and hmac.compare_digest(given.strip().lower(), expected)
+    return bool(given) and hmac.compare_digest(given.strip().lower().encode(), expected)
 
 
 class _Headers:
@@ -114,6 +115,8 @@ def _payload(h: _Headers, body: bytes) -> Mapping[str, Any]:
         data = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookError(400, "body is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise WebhookError(400, "body must be a JSON object")
     return data
@@ -133,7 +136,7 @@ def _github(h: _Headers, p: Mapping[str, Any]) -> Delivery:
     head = p.get("head_commit") if isinstance(p.get("head_commit"), dict) else {}
     pusher = _obj(p, "pusher").get("name") or _obj(p, "sender").get("login")
     return _push("github", ids, p, delivery, commit=head.get("id") or p.get("after"),
-                 deleted=bool(p.get("deleted")), pusher=pusher, message=head.get("message"))
+                 deleted=p.get("deleted") is True, pusher=pusher, message=head.get("message"))
 
 
 def _gitlab(h: _Headers, p: Mapping[str, Any]) -> Delivery:
@@ -168,7 +171,8 @@ def _gitea(h: _Headers, p: Mapping[str, Any]) -> Delivery:
         if ref_type != "branch":
             return Delivery("gitea", "ignored", ids, reason=f"{ref_type or 'ref'} delete", delivery_id=delivery)
         branch = _branch_name(ref)
-        return Delivery("gitea", "push", ids, (PushEvent(branch, None, True, pusher),), delivery_id=delivery)
+        return Delivery("gitea", "push", ids, (PushEvent(branch, None, True, _text(pusher) or None),),
+                        delivery_id=delivery)
     if event != "push":
         return Delivery("gitea", "ignored", ids, reason=f"event {event or '(none)'!r} is not handled",
                         delivery_id=delivery)
@@ -192,11 +196,12 @@ def _push(forge: str, ids: frozenset[str], p: Mapping[str, Any], delivery: str |
     branch = _branch_name(ref[len("refs/heads/"):])
     deleted = deleted or naming.is_null_sha(p.get("after") if isinstance(p.get("after"), str) else None)
     if deleted:
-        return Delivery(forge, "push", ids, (PushEvent(branch, None, True, _text(pusher)),), delivery_id=delivery)
+        return Delivery(forge, "push", ids, (PushEvent(branch, None, True, _text(pusher) or None),),
+                        delivery_id=delivery)
     if not isinstance(commit, str) or not naming.is_sha(commit.lower()):
         raise WebhookError(400, "push payload has no valid commit id ('after')")
     subject = _text(message).splitlines()[0][:200] if _text(message) else None
-    event = PushEvent(branch, commit.lower(), False, _text(pusher), subject)
+    event = PushEvent(branch, commit.lower(), False, _text(pusher) or None, subject)
     return Delivery(forge, "push", ids, (event,), delivery_id=delivery)
 
 
@@ -216,4 +221,7 @@ def _ids(*values: Any) -> frozenset[str]:
 
 
 def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 store can hold: they become "?".
+    return value.encode("utf-8", "replace").decode("utf-8").strip()

@@ -49,15 +49,24 @@ def is_valid_branch(name: str) -> bool:
     """True when `name` is a branch name git itself would accept (git-check-ref-format)."""
     if not name or len(name) > 255 or name.startswith(("/", "-", ".")) or name.endswith(("/", ".")):
         return False
-    if name == "@" or name == "HEAD":
+    if name == "@" or name == "HEAD" or not is_utf8(name):
         return False
     return not _BAD_REF.search(name) and not any(part.startswith(".") for part in name.split("/"))
 
 
+def is_utf8(text: str) -> bool:
+    """False for text with lone surrogates (JSON's "\\ud800"): no git ref, Redis key or env var can hold it."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def is_null_sha(sha: str | None) -> bool:
     """True for git's all-zero object id, in SHA-1 (40) or SHA-256 (64) repositories."""
-    return bool(sha) and bool(_NULL_SHA.match(sha or ""))
+    return bool(sha) and bool(_NULL_SHA.fullmatch(sha or ""))
 
 
 def is_sha(value: str | None) -> bool:
-    return bool(value) and bool(_SHA.match(value or ""))
+    return bool(value) and bool(_SHA.fullmatch(value or ""))

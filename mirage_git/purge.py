@@ -7,7 +7,10 @@ Envs with a job in flight are never picked: they are being worked on right now.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +25,11 @@ from .store import Store
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+REGEX_SECONDS = 3.0  # how long `exclude_regex` may take over all branch names
+# Runs in a child process: Python's `re` cannot be interrupted, and a pattern like `(a+)+$`
+# would otherwise hold the web worker (and its GIL) for hours on a branch like `aaaa…!`.
+_MATCHER = ("import json, re, sys; d = json.load(sys.stdin); p = re.compile(d['pattern']); "
+            "json.dump([n for n in d['names'] if p.search(n)], sys.stdout)")
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -29,7 +37,10 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like 2h, 30m, 7d")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float, e.g. 10**400 from a JSON body
+            seconds = float("inf")
     else:
         text = value.strip().lower().replace(" ", "")
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
@@ -63,11 +74,13 @@ def select(store: Store, older_than: float, *, app: str | None = None, exclude: 
     """Envs idle for more than `older_than` seconds, minus excluded branches and busy envs."""
     now = time.time() if now is None else now
     skip = set(exclude)
-    pattern = re.compile(exclude_regex) if exclude_regex else None
+    envs = store.envs()
+    if exclude_regex:
+        skip |= _matching(exclude_regex, sorted({e.branch for e in envs} - skip))
     access = store.access()
     chosen = []
-    for env in store.envs():
-        if (app and env.app != app) or env.branch in skip or (pattern and pattern.search(env.branch)):
+    for env in envs:
+        if (app and env.app != app) or env.branch in skip:
             continue
         latest = store.job(env.job_id) if env.job_id else None
         if latest is not None and not latest.done:
@@ -77,6 +90,22 @@ def select(store: Store, older_than: float, *, app: str | None = None, exclude: 
         if now - active > older_than:
             chosen.append(Idle(env, now - active, last_request))
     return sorted(chosen, key=lambda i: -i.idle_seconds)
+
+
+def _matching(pattern: str, names: list[str]) -> set[str]:
+    """The names `pattern` finds a match in, or `Refused` when it takes longer than `REGEX_SECONDS`."""
+    if not names:
+        return set()
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _MATCHER], capture_output=True, text=True,
+                              input=json.dumps({"pattern": pattern, "names": names}), timeout=REGEX_SECONDS)
+    except subprocess.TimeoutExpired:
+        problem = (f"took longer than {REGEX_SECONDS:g}s to match the branch names (a pattern like (a+)+ "
+                   "backtracks without end); simplify it")
+        raise Refused(f"exclude_regex: {problem}", 422, {"exclude_regex": problem}) from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"exclude_regex matcher failed: {proc.stderr.strip()[-300:]}")
+    return set(json.loads(proc.stdout))
 
 
 def purge(config: Config, store: Store, rq_queue: rq.Queue, older_than: str | float, *, app: str | None = None,
@@ -93,7 +122,7 @@ def purge(config: Config, store: Store, rq_queue: rq.Queue, older_than: str | fl
     if exclude_regex:
         try:
             re.compile(exclude_regex)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # x{99999999999}; ((((…)))) nested too deep
             fields["exclude_regex"] = f"is not a valid regular expression ({exc})"
     if fields:
         raise Refused("; ".join(f"{k}: {v}" for k, v in fields.items()), 422, fields)

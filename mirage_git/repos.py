@@ -32,15 +32,11 @@ def normalise(repo: str) -> str:
     'github.com/owner/name'
     """
     repo = repo.strip()
-    if repo.startswith("file://"):
-        path = unquote(urlsplit(repo).path)
-        return _strip(os.path.abspath(path)).casefold()
     if "://" in repo:
-        parts = urlsplit(repo)
-        host = (parts.hostname or "").lower()
-        if parts.port and parts.port not in (22, 80, 443):
-            host = f"{host}:{parts.port}"
-        return _strip(f"{host}{unquote(parts.path)}").casefold()
+        try:
+            return _url(repo)
+        except ValueError:  # "http://[::1", a port that is no number: nothing can fetch it, compare it as written
+            return _strip(repo).casefold()
     if repo.startswith(("/", ".", "~")):
         return _strip(os.path.abspath(os.path.expanduser(repo))).casefold()
     scp = _SCP.match(repo)
@@ -48,6 +44,16 @@ def normalise(repo: str) -> str:
         return _strip(f"{scp['host'].lower()}/{scp['path'].lstrip('/')}").casefold()
     # A bare "owner/name" full name, as forges put in their payloads.
     return _strip(repo).casefold()
+
+
+def _url(repo: str) -> str:
+    parts = urlsplit(repo)
+    if repo.startswith("file://"):
+        return _strip(os.path.abspath(unquote(parts.path))).casefold()
+    host = (parts.hostname or "").lower()
+    if parts.port and parts.port not in (22, 80, 443):
+        host = f"{host}:{parts.port}"
+    return _strip(f"{host}{unquote(parts.path)}").casefold()
 
 
 def matches(identity: str, candidates: frozenset[str]) -> bool:

@@ -57,6 +57,15 @@ def _log(job_id: str) -> str:
     return f"mirage:job:{job_id}:log"
 
 
+def _plain(name: str) -> bool:
+    """True when `name` (a host or job id, often from a URL) names only its own key.
+
+    Hosts and job ids never contain ':', the key separator; `<host>:jobs` or `<job>:log`
+    would read another record's key (of another type), which Redis answers with an error.
+    """
+    return bool(name) and ":" not in name
+
+
 _CLAIM_SLUG = """
 local have = redis.call('HGET', KEYS[1], ARGV[1])
 if have then return have end
@@ -132,6 +141,8 @@ class Store:
 
     # --- envs ---------------------------------------------------------------------------
     def env(self, host: str) -> Env | None:
+        if not _plain(host):
+            return None
         data = self.r.hgetall(_env(host))
         return Env.from_hash(data) if data else None
 
@@ -214,6 +225,8 @@ class Store:
         self._trim_jobs()
 
     def job(self, job_id: str) -> Job | None:
+        if not _plain(job_id):
+            return None
         data = self.r.hgetall(_job(job_id))
         return Job.from_hash(data) if data else None
 

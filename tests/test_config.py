@@ -118,3 +118,54 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"mirage-git: {path}: apps.a.port: must be between 1 and 65535"]
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    ("[web]\nlisten = \"127.0.0.1:²\"\n[apps.a]\n", "web.listen", "host:port"),
+    ("[[proxy.ports]]\nlisten = \"127.0.0.1:١٢\"\ntarget = 1\n[apps.a]\n", "proxy.ports[0].listen", "host:port"),
+    ("[apps.a]\nhealth_timeout = nan\n", "apps.a.health_timeout", "finite"),
+    ("[apps.a]\nhealth_timeout = inf\n", "apps.a.health_timeout", "finite"),
+    ("[proxy]\nidle_timeout = inf\n[apps.a]\n", "proxy.idle_timeout", "finite"),
+    ("[proxy]\nconnect_timeout = nan\n[apps.a]\n", "proxy.connect_timeout", "finite"),
+    ("[web]\nstream_max = nan\n[apps.a]\n", "web.stream_max", "finite"),
+    ("[apps.\"a\\n\"]\n", "apps.a\n", "lower-case"),
+    ("domain = \"dev.localhost\\n\"\n[apps.a]\n", "domain", "not a valid DNS domain"),
+    ("[apps.a]\ndomain = \"a.localhost\\n\"\n", "apps.a.domain", "not a valid DNS domain"),
+    ("[apps.a]\nenv = { \"A\\n\" = \"x\" }\n", "apps.a.env.A\n", "environment variable"),
+    ("[apps.a]\n[apps.a.parameters.X]\nenv = \"X\\n\"\n", "apps.a.parameters.X.env", "environment variable"),
+    ("[apps.a]\nhealth_path = \"/health check\"\n", "apps.a.health_path", "spaces"),
+    ("[apps.a]\nhealth_path = \"/\\r\\nX: y\"\n", "apps.a.health_path", "spaces"),
+    ("[apps.a]\nhealth_path = \"/é\"\n", "apps.a.health_path", "spaces"),
+    ("[apps.a]\nrepo = \"https://[::1/x.git\"\n", "apps.a.repo", "not a valid URL"),
+    ("[apps.a]\nrepo = \"https://github.com:abc/o/n.git\"\n", "apps.a.repo", "not a valid URL"),
+    ("[apps.a]\ndockerfile = \"\"\n", "apps.a.dockerfile", "must name a file"),
+    ("[apps.a]\ndockerfile = \".\"\n", "apps.a.dockerfile", "must name a file"),
+])
+def test_hostile_values_are_config_errors(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert err.value.key == key
+    assert problem in err.value.problem
+    assert "\n" not in str(err.value), "the message must stay one line"
+
+
+@pytest.mark.parametrize("text", [
+    "[web]\nlisten = \"127.0.0.1:²\"\n[apps.a]\n",
+    "[apps.a]\n[apps.a.parameters.X]\nrule = \"a\\nb\"\ndefault = \"c\"\n",
+    "[apps.\"a\\nb\"]\n",
+])
+def test_cli_prints_hostile_config_errors_on_one_line(tmp_path, text):
+    path = write(tmp_path, text)
+    out = subprocess.run([sys.executable, "-m", "mirage_git", "--config", str(path), "envs"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"mirage-git: {path}: "), out.stderr
+
+
+@pytest.mark.parametrize("rule", ["x{99999999999}", "(" * 600 + ")" * 600])
+def test_a_rule_python_cannot_compile_is_a_config_error(tmp_path, rule):
+    path = write(tmp_path, f'[apps.a]\n[apps.a.parameters.X]\nrule = "{rule}"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert err.value.key == "apps.a.parameters.X.rule" and "regular expression" in err.value.problem

@@ -209,3 +209,67 @@ def test_unknown_forge():
     with pytest.raises(WebhookError) as err:
         events.read("bitbucket", {}, b"{}")
     assert err.value.status == 404
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_deeply_nested_json_is_400_not_a_crash(raw):
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push", "Content-Type": "application/json"}, raw)
+    assert err.value.status == 400
+
+
+@pytest.mark.parametrize("forge,header,value", [
+    ("github", "X-Hub-Signature-256", "sha256=\xe9"),
+    ("gitea", "X-Gitea-Signature", "\xe9" * 64),
+    ("gitea", "X-Forgejo-Signature", "ü"),
+    ("gitlab", "X-Gitlab-Token", "\xe9"),
+])
+def test_a_non_ascii_signature_is_simply_wrong(forge, header, value):
+    # Header values arrive decoded as latin-1; a byte above 0x7f must not crash the comparison.
+    assert not events.verify(forge, {header: value}, body("github/push-branch.json"), SECRET)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://github.com:abc/o/n", "https://github.com:99999/o/n"])
+def test_a_malformed_repository_url_in_a_payload_is_no_crash(url):
+    raw = json.dumps({"ref": "refs/heads/main", "after": "a" * 40,
+                      "repository": {"full_name": "o/n", "clone_url": url, "html_url": url}}).encode()
+    d = events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert "o/n" in d.repo_ids
+
+
+@pytest.mark.parametrize("deleted", ["false", "0", 1, [1], {"x": 1}])
+def test_github_deleted_must_be_a_real_true_to_tear_down(deleted):
+    # A string "false" is truthy in Python; a malformed payload must not tear a live env down.
+    raw = json.dumps({"ref": "refs/heads/main", "after": "a" * 40, "deleted": deleted,
+                      "repository": {"full_name": "o/n"}}).encode()
+    d = events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert [(p.branch, p.commit, p.deleted) for p in d.pushes] == [("main", "a" * 40, False)]
+
+
+@pytest.mark.parametrize("who", [[1], {"login": "x"}, 5, True])
+def test_pusher_of_the_wrong_shape_is_dropped_on_every_path(who):
+    raw = json.dumps({"ref": "feature", "ref_type": "branch", "pusher": {"login": who},
+                      "sender": {"login": who}, "repository": {"full_name": "o/n"}}).encode()
+    d = events.read("gitea", {"X-Gitea-Event": "delete"}, raw)
+    assert [(p.branch, p.deleted, p.pusher) for p in d.pushes] == [("feature", True, None)]
+
+
+def test_lone_surrogates_from_json_escapes_are_refused_or_replaced():
+    """JSON's "\\ud800" decodes to a str that cannot be encoded as UTF-8 (for Redis, git, Docker)."""
+    raw = b'{"ref": "refs/heads/a\\ud800", "after": "' + b"a" * 40 + b'", "repository": {"full_name": "o/n"}}'
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert err.value.status == 400
+    raw = (b'{"ref": "refs/heads/main", "after": "' + b"a" * 40 + b'", "repository": {"full_name": "o/n"},'
+           b' "pusher": {"name": "me\\udfff"}, "head_commit": {"message": "\\ud800 subject"}}')
+    (push,) = events.read("github", {"X-GitHub-Event": "push"}, raw).pushes
+    assert push.pusher == "me?" and push.subject == "? subject"
+    push.pusher.encode("utf-8")
+
+
+@pytest.mark.parametrize("after", ["0" * 40 + "\n", "a" * 40 + "\n"])
+def test_a_sha_with_a_trailing_newline_is_400_not_a_teardown_or_deploy(after):
+    raw = json.dumps({"ref": "refs/heads/main", "after": after, "repository": {"full_name": "o/n"}}).encode()
+    with pytest.raises(WebhookError) as err:
+        events.read("github", {"X-GitHub-Event": "push"}, raw)
+    assert err.value.status == 400

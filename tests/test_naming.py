@@ -60,3 +60,9 @@ def test_shas():
     assert naming.is_null_sha("0" * 40) and naming.is_null_sha("0" * 64)
     assert not naming.is_null_sha("0" * 39 + "1") and not naming.is_null_sha(None)
     assert naming.is_sha("a" * 40) and naming.is_sha("b" * 64) and not naming.is_sha("g" * 40)
+
+
+def test_a_trailing_newline_is_not_part_of_a_sha():
+    # `^...$` with re.match accepts "…\n"; "0000…\n" would then read as a branch delete.
+    assert not naming.is_sha("a" * 40 + "\n") and not naming.is_sha("b" * 64 + "\n")
+    assert not naming.is_null_sha("0" * 40 + "\n")

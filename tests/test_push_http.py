@@ -114,3 +114,10 @@ def test_a_push_with_a_wrong_token_writes_nothing(client, cfg: config_mod.Config
     assert resp.status_code == 401
     assert refs(repo) == ""
     assert sorted(p.name for p in (repo / "objects").rglob("*")) == objects_before
+
+
+@pytest.mark.parametrize("user", ["a\x00b", "line\nbreak", "x" * 5000])
+def test_a_hostile_user_name_is_no_crash(client, user: str):
+    """The Basic user name becomes REMOTE_USER for git's CGI; a NUL in it must not be a 500."""
+    resp = client.get("/git/shop.git/info/refs?service=git-receive-pack", headers=basic(TOKEN, user=user))
+    assert resp.status_code == 200, resp.status_code

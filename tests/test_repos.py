@@ -33,3 +33,12 @@ def test_full_name_matches_url_but_not_a_longer_path():
     assert not repos.matches("name", ids)
     assert not repos.matches("evil/owner/name", frozenset({"owner/name"}))
     assert not repos.matches("other/name", ids)
+
+
+@pytest.mark.parametrize("given", ["http://[::1", "https://github.com:abc/o/n", "https://github.com:99999/o/n",
+                                   "ssh://git@[bad/x"])
+def test_normalise_never_raises_on_a_malformed_url(given):
+    # Payload URLs are attacker-controlled and read before any signature check.
+    identity = repos.normalise(given)
+    assert isinstance(identity, str) and identity == identity.casefold()
+    assert not repos.matches(identity, frozenset({"github.com/o/n"}))

@@ -21,6 +21,8 @@ from docker.models.containers import Container
 
 from mirage_git.errors import Unavailable
 
+from .joblog import MAX_LINE
+
 Log = Callable[[str], None]
 LABEL_INSTANCE, LABEL_APP, LABEL_BRANCH = "mirage.instance", "mirage.app", "mirage.branch"
 LABEL_COMMIT, LABEL_JOB = "mirage.commit", "mirage.job"
@@ -54,14 +56,23 @@ def build(client: docker.DockerClient, context: Path, dockerfile: str, tag: str,
         raise DeployError(f"there is no {dockerfile} in the build context")
     image_id = None
     pending = ""
+    skipping = False  # the rest of an endless line is dropped, up to its newline
     try:
         for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
                                       pull=False, decode=True):
             if "stream" in chunk:
-                pending += chunk["stream"]
+                text = chunk["stream"]
+                if skipping:
+                    if "\n" not in text:
+                        continue
+                    text, skipping = text.split("\n", 1)[1], False
+                pending += text
                 *lines, pending = pending.split("\n")
                 for line in lines:
                     log(line.rstrip("\r"))
+                if len(pending) > MAX_LINE:  # output with no line break in sight: never hold it whole
+                    log(pending)
+                    pending, skipping = "", True
             elif "error" in chunk:
                 if pending:
                     log(pending)

@@ -13,13 +13,29 @@ from typing import Any
 
 from mirage_git.store import Store
 
+# What one job's output may take in Redis (which keeps the logs of the last 2000 jobs) and
+# in every browser that opens it. Step lines and the outcome are written regardless.
+MAX_LINE = 16 * 1024  # characters; the rest of a longer line is cut
+MAX_TOTAL = 16 * 1024 * 1024  # characters of output lines per job; later lines are dropped
+
 
 class JobLog:
     def __init__(self, store: Store, job_id: str) -> None:
         self.store, self.job_id = store, job_id
         self.steps: list[dict[str, Any]] = []
+        self.written = 0
+        self.cut = False
 
     def __call__(self, line: str) -> None:
+        if len(line) > MAX_LINE:
+            line = f"{line[:MAX_LINE]} … (cut: the line has {len(line):,} characters)"
+        self.written += len(line) + 1
+        if self.written > MAX_TOTAL:
+            if not self.cut:
+                self.cut = True
+                self.store.append_log(self.job_id, f"… (the log is cut here: the output passed {MAX_TOTAL:,} "
+                                                   "characters; later output is not kept)")
+            return
         self.store.append_log(self.job_id, line)
 
     @contextmanager

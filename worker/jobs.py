@@ -141,12 +141,17 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         log.finish("succeeded", f"live at {job.env_url}")
         return job.env_url
     except Superseded:
-        new_image = None  # a newer job may have built the very same tag
+        # Not the image: a newer job may have built the very same tag.
+        _discard(ctx, job, log, new_container, None)
+        new_container = new_image = None
         _superseded(ctx, job, log)
         return "superseded"
     except Exception as exc:
-        if ctx.store.latest(job.host) != job.id:
-            new_image = None
+        superseded = ctx.store.latest(job.host) != job.id
+        # Before the last line: whoever acts on it (a pusher, a script) must not find this container.
+        _discard(ctx, job, log, new_container, None if superseded else new_image)
+        new_container = new_image = None
+        if superseded:
             _superseded(ctx, job, log)
             return "superseded"
         reason = _reason(exc)
@@ -154,6 +159,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         log.finish("failed", f"deploy failed: {reason}", error=reason)
         raise DeployFailed(reason) from None
     finally:
+        # Cut short by what is no Exception (SystemExit, KeyboardInterrupt): still clean up.
         _discard(ctx, job, log, new_container, new_image)
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -192,6 +198,8 @@ class DeployFailed(Exception):
 
 def _discard(ctx: Context, job: Job, log: JobLog, container: str | None, image_tag: str | None) -> None:
     """Remove what a deploy that did not go live made: its container, and its image unless live."""
+    if not container and not image_tag:
+        return
     try:
         runtime.remove(ctx.docker, container)
         if image_tag:

@@ -17,6 +17,7 @@ from pathlib import Path
 import git
 
 from mirage_git import naming
+from mirage_git.errors import git_failure
 
 
 class SourceError(Exception):
@@ -131,6 +132,4 @@ def _has_commit(repo: git.Repo, commit: str) -> bool:
 
 
 def _git_reason(exc: git.GitCommandError) -> str:
-    lines = [line.strip() for line in str(exc.stderr or exc).splitlines() if line.strip()]
-    lines = [line.removeprefix("stderr: ").strip("'") for line in lines]
-    return lines[-1][:300] if lines else f"git exited with status {exc.status}"
+    return git_failure(str(exc.stderr or exc)) or f"git exited with status {exc.status}"

@@ -70,7 +70,10 @@ def json_body() -> dict[str, Any]:
         return {}
     if not request.is_json:
         abort(415, "send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # `[[[[...`: json raises this, not ValueError, so `silent` does not catch it
+        abort(400, "the body is nested too deeply")
     if not isinstance(body, dict):
         abort(400, "the body must be a JSON object")
     return body

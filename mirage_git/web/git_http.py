@@ -81,7 +81,9 @@ def _authorised(app: AppConfig) -> str | None:
     given = hashlib.sha256((auth.password or "").encode("utf-8")).digest()
     if not hmac.compare_digest(given, hashlib.sha256(app.push_token.encode("utf-8")).digest()):
         return None
-    return auth.username or "anonymous"
+    # It becomes REMOTE_USER for git's CGI (no NUL possible in an env var) and the recorded pusher.
+    user = "".join(ch for ch in (auth.username or "") if ch.isprintable())[:100].strip()
+    return user or "anonymous"
 
 
 def _cgi_env(cfg: Config, app: AppConfig, rest: str, user: str, length: int | None) -> dict[str, str]:

@@ -184,5 +184,10 @@ def _sse(batches: Iterable[list[LogEntry]], store: Store, job_id: str, limit: fl
 
 
 def _valid_entry_id(value: str) -> bool:
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit())
+    """A Redis stream entry id, `<ms>-<seq>` or `<ms>`: ASCII digits, each part below 2**64.
+
+    Anything else would make Redis refuse the read after the stream's 200 was already sent.
+    """
+    ms, dash, seq = value.partition("-")
+    parts = [ms, seq] if dash else [ms]
+    return all(p.isascii() and p.isdigit() and int(p) < 2**64 for p in parts)

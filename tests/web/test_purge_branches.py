@@ -45,3 +45,8 @@ def test_unreachable_repository_is_an_error_not_an_exception(tmp_path):
     cfg = config.parse({"data_dir": str(tmp_path), "apps": {"a": {"repo": str(tmp_path / "missing")}}})
     listed = branches.of(cfg, cfg.apps["a"])
     assert listed.branches == () and listed.error.startswith("cannot list branches:")
+
+
+def test_an_integer_beyond_any_float_is_a_bad_duration_not_a_crash():
+    with pytest.raises(ValueError, match="less than 10 years"):
+        parse_duration(10**400)

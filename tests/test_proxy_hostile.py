@@ -1,0 +1,222 @@
+"""The proxy under hostile clients: a real `mirage-git proxy` process, a real Redis, a keep-alive upstream.
+
+These document bugs for the proxy's owner: each is `xfail(strict=True)`, so the suite stays
+green while they exist and turns red (XPASS) once one is fixed and its marker can go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirage_git.models import Route
+from mirage_git.proxy import headers as h
+from mirage_git.store import Store
+
+HOST = "up.px.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Upstream:
+    """A keep-alive HTTP/1.1 server that records every request line it parses (as a container would)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                self.requests.append(lines[0])
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                buf = buf[length:]
+                body = b"ok:" + lines[0].split(b" ")[1]
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[tuple[int, Upstream, int]]:
+    """(proxy port, upstream, proxy pid): `HOST` routes to the upstream; idle_timeout is 1 s."""
+    url = f"{redis_url}?db=7"
+    store = Store.from_url(url)
+    store.r.flushdb()
+    upstream = Upstream()
+    store.set_route(Route(HOST, "px", "main", "live", port=upstream.port, job_id="j"))
+    root = tmp_path_factory.mktemp("proxy")
+    port = free_port()
+    config = root / "mirage.toml"
+    config.write_text(f'redis_url = "{url}"\ndomain = "px.test"\n[proxy]\nlisten = "127.0.0.1:{port}"\n'
+                      f'idle_timeout = 1\n[apps.px]\nrepo = "/nonexistent"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "mirage_git", "--config", str(config), "proxy"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.1)
+        assert request(port, b"GET /ready HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n").endswith(b"ok:/ready")
+        yield port, upstream, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        store.r.flushdb()
+
+
+def request(port: int, raw: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+# --- request smuggling through the Connection header -------------------------------------------
+FIX_CONNECTION = ("proxy bug: a Connection header may name Content-Length or Transfer-Encoding, and "
+                  "headers.request/response then drop the framing header while still sending the body. "
+                  "Fix: never let Connection options remove content-length, transfer-encoding or host "
+                  "(subtract them from `listed` in headers.request and headers.response).")
+
+
+@pytest.mark.xfail(strict=True, reason=FIX_CONNECTION)
+@pytest.mark.parametrize("framing", [
+    [(b"Content-Length", b"5")],
+    [(b"Transfer-Encoding", b"chunked")],
+])
+def test_connection_options_cannot_drop_the_request_framing(framing):
+    name = framing[0][0]
+    req = h.request(b"POST", b"/", [(b"Host", b"a.test"), (b"Connection", name.lower()), *framing], b"127.0.0.1",
+                    upgrade=False)
+    assert req.error is None
+    assert name + b": " in req.head, req.head
+
+
+@pytest.mark.xfail(strict=True, reason=FIX_CONNECTION)
+def test_connection_options_cannot_drop_the_response_framing():
+    resp = h.response(200, b"OK", [(b"Connection", b"content-length"), (b"Content-Length", b"2")], upgrade=False)
+    assert resp.has_length and any(line.startswith(b"Content-Length: 2") for line in resp.lines), resp.lines
+
+
+@pytest.mark.xfail(strict=True, reason=FIX_CONNECTION)
+def test_a_body_cannot_smuggle_a_second_request_to_the_upstream(proxy):
+    """`Connection: content-length` made the body reach the upstream as a request of its own."""
+    port, upstream, _ = proxy
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
+    before = len(upstream.requests)
+    request(port, b"POST /form HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nConnection: content-length\r\n"
+                  b"Content-Length: %d\r\n\r\n%b" % (len(smuggled), smuggled))
+    time.sleep(0.5)
+    assert b"GET /smuggled HTTP/1.1" not in upstream.requests[before:], upstream.requests[before:]
+
+
+# --- resources a single client can take --------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="proxy bug: nothing limits the size of a request head; on_url/on_header "
+                                       "append forever (100 MB of headers cost 100 MB of RAM). Fix: count the "
+                                       "head's bytes in on_url/on_header and _Reject (431) past ~64 KiB.")
+def test_an_endless_request_head_is_refused(proxy):
+    port, _, _ = proxy
+    line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range((8 << 20) // len(line)):  # 8 MB of headers, never ending the head
+                s.sendall(line)
+        with contextlib.suppress(OSError):
+            answer = s.recv(65536)
+    assert answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:100]
+
+
+@pytest.mark.xfail(strict=True, reason="proxy bug: answers to pipelined requests are written even when the "
+                                       "client reads none of them; ClientConnection.pause_writing only pauses the "
+                                       "upstream, never reading from the client, so the write buffer grows without "
+                                       "bound: each 30-byte request for a new Host buys a fresh ~1 KB 404 page. Fix: "
+                                       "pause reading the client (a new pause reason) in pause_writing, resume in "
+                                       "resume_writing.")
+def test_a_client_that_reads_nothing_cannot_grow_the_proxy(proxy):
+    port, _, pid = proxy
+    start = rss_kb(pid)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with contextlib.suppress(OSError):
+            for i in range(2000):  # 200,000 pipelined requests (6 MB), each for another unknown host
+                s.sendall(b"".join(b"GET / HTTP/1.1\r\nHost: h%d.px.test\r\n\r\n" % (i * 100 + j)
+                                   for j in range(100)))
+        grown, last, deadline = 0, -1, time.monotonic() + 30
+        while time.monotonic() < deadline and grown != last:  # until the proxy has read it all
+            time.sleep(1)
+            last, grown = grown, rss_kb(pid) - start
+    assert grown < 64 * 1024, f"the proxy grew by {grown // 1024} MB for one client that reads nothing"
+
+
+@pytest.mark.xfail(strict=True, reason="proxy bug: a request head that trickles in a byte at a time keeps the "
+                                       "connection `active`, so idle_timeout never closes it (slowloris: each such "
+                                       "client holds a socket forever). Fix: time the head, e.g. close a client "
+                                       "whose current head is not complete within idle_timeout (or a header "
+                                       "timeout) with 408.")
+def test_a_request_head_that_trickles_in_is_timed_out(proxy):
+    port, _, _ = proxy  # idle_timeout = 1 s
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n")
+        closed = False
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            try:
+                s.sendall(b"X")  # one more byte of a header line that never ends
+            except OSError:
+                closed = True
+                break
+            if select.select([s], [], [], 0.3)[0]:  # an answer (408) or the close
+                closed = True
+                break
+    assert closed, "the proxy kept a never-ending request head open for 8 s with idle_timeout = 1 s"
