@@ -1,15 +1,22 @@
 """How requests are forwarded: asyncio Protocols that move bytes between clients and upstreams.
 
-A `ClientConnection` parses requests with httptools (llhttp) only as far as routing and
-framing need, and routes each request on its own Host header, so one keep-alive
-connection can reach several environments. Requests wait in a queue and are answered in
-order (pipelining). Each one is forwarded on a pooled keep-alive `UpstreamConnection`,
-which parses the response just enough to re-frame it and strip hop-by-hop headers.
+A `ClientConnection` splits the client's byte stream into requests and routes each one
+on its own Host header, so one keep-alive connection can reach several environments.
+Requests wait in a queue and are answered in order (pipelining). Each is forwarded on
+a pooled keep-alive `UpstreamConnection`, which finds the end of the response and
+strips its hop-by-hop headers.
+
+Parsing costs Python time per request, so it is kept to what routing and framing need:
+a head is found with `bytes.find`, rewritten by `headers` with one regex pass, and fed
+whole to llhttp (httptools), which validates it (smuggling defences live there: CL+TE,
+duplicate or invalid Content-Length, bad chunk syntax → 400) and tells us, through two
+cheap callbacks, whether the message ended where our framing says it must. Bodies are
+never decoded or copied into new buffers: they pass through as the bytes that came in.
 
 Bodies stream in both directions and are never held whole: each side pauses reading
 the other when its write buffer fills (`pause_writing` → `pause_reading`). Writes made
-while handling one read are joined into one `transport.write`, which keeps syscalls and
-event-loop wake-ups to about one per direction per request.
+while handling one read are joined into one `transport.write`, so there is about one
+syscall per direction per request.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
 from . import headers as h
 from . import pages
@@ -36,27 +43,13 @@ POOL_IDLE_SECONDS = 2.0  # close pooled upstream connections idle this long (bel
 POOL_MAX_IDLE = 512  # idle connections kept per upstream port
 QUEUE_LIMIT = 64 * 1024  # body bytes we hold for an upstream that is not ready, before pausing the client
 PIPELINE_MAX = 32  # requests queued on one connection, before pausing the client
+MAX_HEAD = 64 * 1024  # longest request or response head accepted
 
 # Why a client's reading is paused (a bit mask: reading resumes when no reason is left).
 _UPSTREAM_FULL = 1  # the upstream's write buffer is full
 _QUEUED = 2  # requests or body bytes are waiting for an upstream
 _UPGRADING = 4  # an upgrade request waits for the upstream's answer
 _REJECTED = 8  # a malformed request was read: nothing after it will be
-
-# How a response body travels to the client.
-_AS_IS = 0  # Content-Length, or no body: bytes pass unchanged
-_CHUNK = 1  # re-chunk (upstream chunked, or read-until-close towards an HTTP/1.1 client)
-_UNTIL_CLOSE = 2  # raw, and the client connection closes after it (HTTP/1.0 clients)
-_TUNNEL = 3  # 101 Switching Protocols: raw bytes both ways from now on
-
-
-class _HeadDone(Exception):
-    """Raised from a parser callback to stop llhttp after a HEAD response's head (it has no body)."""
-
-
-class _Reject(Exception):
-    """Raised from a parser callback when a request must be refused with 400."""
-
 
 class Proxy:
     """What one worker process shares between its connections: settings, upstream pool, counters."""
@@ -124,9 +117,8 @@ class Proxy:
 class Exchange:
     """One request and its response, on one client connection."""
 
-    __slots__ = ("body", "buffered", "chunked", "decision", "expect_continue", "head", "http10", "is_head",
-                 "keep_alive", "replayable", "request_done", "response_done", "retried", "started", "upgrade",
-                 "upstream")
+    __slots__ = ("body", "buffered", "decision", "head", "http10", "is_head", "keep_alive", "replayable",
+                 "request_done", "response_done", "retried", "started", "upgrade", "upstream")
 
     def __init__(self, decision: Decision, head: bytes, keep_alive: bool) -> None:
         self.decision = decision
@@ -134,12 +126,10 @@ class Exchange:
         self.keep_alive = keep_alive
         self.body: list[bytes] = []  # request body bytes (framed) waiting for an upstream
         self.buffered = 0
-        self.chunked = False
-        self.expect_continue = False
-        self.http10 = False
+        self.http10 = False  # an HTTP/1.0 client: gets no 1xx responses
         self.is_head = False
         self.upgrade = False
-        self.replayable = True  # no body: can be resent if a pooled connection turns out dead
+        self.replayable = True  # no body: can be resent if a pooled connection turned out dead
         self.request_done = False
         self.response_done = False
         self.retried = False
@@ -148,21 +138,24 @@ class Exchange:
 
 
 class ClientConnection(asyncio.Protocol):
-    """One connection from a browser (or wrk): parses requests, answers them in order."""
+    """One connection from a browser (or wrk): splits requests, routes each, answers them in order."""
 
     def __init__(self, proxy: Proxy, resolve: Callable[[bytes], Decision]) -> None:
         self.proxy = proxy
         self.resolve = resolve
-        self.parser = HttpRequestParser(self)
+        self.parser = HttpRequestParser(self)  # calls only on_message_begin / on_message_complete
+        self.begun = self.ended = 0  # llhttp's count of message starts and ends, for the current request
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client_ip = b""
-        self.url = b""
-        self.headers: h.Headers = []
+        self.buf = b""  # an incomplete head
+        self.reading: Exchange | None = None  # the exchange whose request body is arriving
+        self.body_left = 0  # of a Content-Length body
+        self.chunks: h.ChunkedEnd | None = None  # of a chunked body
         self.queue: deque[Exchange] = deque()
-        self.reading: Exchange | None = None  # the exchange whose request body is being read
+        self.last = False  # the last request this connection will carry has been read
         self.tunnel: UpstreamConnection | None = None
-        self.early: list[bytes] = []  # bytes after an upgrade request, before the upstream said yes
         self.upgrading = False
+        self.early: list[bytes] = []  # bytes after an upgrade request, before the upstream said yes
         self.pause_reasons = 0
         self.write_paused = False
         self.closed = False
@@ -191,22 +184,13 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.closed or self._rejection is not None:
             return
+        if self.buf:
+            data, self.buf = self.buf + data, b""
         self._feeding = True
         try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as exc:
-            self.upgrading = True
-            self._pause(_UPGRADING)
-            rest = data[exc.args[0]:]
-            if rest:
-                self.early.append(rest)
-        except HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Reject):
-                self.reject(str(cause))
-            else:
-                log.error("internal error while handling a request", exc_info=cause or exc)
-                self.close()
+            self._parse(data)
+        except h.BadRequest as exc:
+            self.reject(str(exc))
         except HttpParserError as exc:
             self.reject(f"malformed request: {exc}")
         finally:
@@ -216,6 +200,7 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.queue and self.reading is None:
+            self.last = True
             return True  # half-closed after its last request: answer it, then close
         return None
 
@@ -241,75 +226,116 @@ class ClientConnection(asyncio.Protocol):
         if up is not None and not up.closed:
             up.transport.resume_reading()
 
-    # --- httptools callbacks -------------------------------------------------------------
-    def on_url(self, url: bytes) -> None:
-        self.url += url
+    # --- llhttp callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.begun += 1
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+    def on_message_complete(self) -> None:
+        self.ended += 1
 
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        headers, self.headers = self.headers, []
-        url, self.url = self.url, b""
-        upgrade = parser.should_upgrade()
-        method = parser.get_method()
-        if method == b"CONNECT":
-            raise _Reject("CONNECT is not supported by this proxy")
-        req = h.request(method, url, headers, self.client_ip, upgrade=upgrade)
-        if req.error:
-            raise _Reject(req.error)
-        http10 = parser.get_http_version() == "1.0"
-        if req.host is None and not http10:
-            raise _Reject("HTTP/1.1 request without a Host header")
+    # --- splitting the stream into requests ----------------------------------------------
+    def _parse(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            exch = self.reading
+            if exch is not None:  # inside a request body
+                if self.chunks is None:
+                    end = pos + min(self.body_left, n - pos)
+                    self.body_left -= end - pos
+                    done = not self.body_left
+                else:
+                    end = self.chunks.scan(data, pos)
+                    done = end >= 0
+                    if not done:
+                        end = n
+                piece = data if end - pos == n else data[pos:end]
+                self.parser.feed_data(piece)
+                if self.ended != done:
+                    raise h.BadRequest("the request body's framing is ambiguous")
+                self._body(exch, piece)
+                pos = end
+                if done:
+                    self.reading = self.chunks = None
+                    exch.request_done = True
+                    if exch.response_done and self.queue and self.queue[0] is exch:
+                        self._advance()
+                continue
+            if self.last:
+                return  # nothing after a "Connection: close" request is read
+            if self.upgrading:
+                self.early.append(data[pos:])
+                return
+            while data.startswith(b"\r\n", pos):  # stray CRLFs between requests are allowed
+                pos += 2
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                self.buf = data[pos:]
+                if len(self.buf) > MAX_HEAD:
+                    raise h.BadRequest("request head too large")
+                return
+            end += 4
+            if end - pos > MAX_HEAD:
+                raise h.BadRequest("request head too large")
+            self._request(data if end - pos == n else data[pos:end])
+            pos = end
+
+    def _request(self, head: bytes) -> None:
+        """A complete request head: validate it, route it, queue the exchange."""
+        self.begun = self.ended = 0
+        upgraded = False
+        try:
+            self.parser.feed_data(head)
+        except HttpParserUpgrade:
+            upgraded = True
+        req = h.request(head, self.client_ip)
+        has_body = req.chunked or req.length > 0
+        if self.begun != 1 or self.ended != (not has_body) or upgraded != req.upgrade:
+            raise h.BadRequest("the request's framing is ambiguous")
+        if head.startswith(b"CONNECT "):
+            raise h.BadRequest("CONNECT is not supported by this proxy")
+        if req.host is None and req.keep_alive:
+            raise h.BadRequest("HTTP/1.1 request without a Host header")
+        if req.upgrade and has_body:
+            raise h.BadRequest("an upgrade request cannot have a body")
         decision = self.resolve(req.host or b"")
         if decision.known:
-            self.proxy.counter.hit(decision.host)
-        exch = Exchange(decision, req.head, parser.should_keep_alive() and not self.proxy.draining)
-        exch.chunked = req.chunked
-        exch.replayable = not req.has_body
-        exch.expect_continue = req.expect_continue
-        exch.http10 = http10
-        exch.is_head = method == b"HEAD"
-        exch.upgrade = upgrade
-        if decision.page is not None and req.expect_continue:
-            exch.keep_alive = False  # the client will not send the body it announced; don't parse it as requests
-        self.reading = exch
-        self.queue.append(exch)
-        if len(self.queue) == 1:
+            counts = self.proxy.counter.counts
+            counts[decision.host] = counts.get(decision.host, 0) + 1
+        exch = Exchange(decision, req.head, req.keep_alive and not self.proxy.draining)
+        exch.is_head = req.is_head
+        exch.upgrade = req.upgrade
+        exch.http10 = not req.http11
+        if has_body:
+            exch.replayable = False
+            self.reading = exch
+            self.body_left = req.length
+            self.chunks = h.ChunkedEnd() if req.chunked else None
+            if decision.page is not None and req.expect_continue:
+                exch.keep_alive = False  # the client may never send the body it announced
+        else:
+            exch.request_done = True
+        if not exch.keep_alive:
+            self.last = True
+        if req.upgrade:
+            self.upgrading = True
+            self._pause(_UPGRADING)
+        queue = self.queue
+        queue.append(exch)
+        if len(queue) == 1:
             self._advance()
-        elif len(self.queue) > PIPELINE_MAX:
+        elif len(queue) > PIPELINE_MAX:
             self._pause(_QUEUED)
 
-    def on_body(self, body: bytes) -> None:
-        exch = self.reading
-        if exch is None:
-            return
-        if exch.chunked:
-            body = b"%x\r\n%b\r\n" % (len(body), body)
-        if exch.upstream is not None:
-            self._send(exch.upstream, body)
+    def _body(self, exch: Exchange, piece: bytes) -> None:
+        up = exch.upstream
+        if up is not None:
+            self._send(up, piece)
         elif not exch.response_done:
-            exch.body.append(body)
-            exch.buffered += len(body)
+            exch.body.append(piece)
+            exch.buffered += len(piece)
             if exch.buffered > QUEUE_LIMIT:
                 self._pause(_QUEUED)
         # else: already answered (a page, or an early upstream response): the body is discarded
-
-    def on_message_complete(self) -> None:
-        exch = self.reading
-        self.reading = None
-        if exch is None:
-            return
-        if exch.chunked:
-            self.headers = []  # trailers (dropped)
-            if exch.upstream is not None:
-                self._send(exch.upstream, b"0\r\n\r\n")
-            elif not exch.response_done:
-                exch.body.append(b"0\r\n\r\n")
-        exch.request_done = True
-        if exch.response_done and self.queue and self.queue[0] is exch:
-            self._advance()
 
     # --- moving requests along -----------------------------------------------------------
     def _send(self, up: UpstreamConnection, data: bytes) -> None:
@@ -318,7 +344,8 @@ class ClientConnection(asyncio.Protocol):
             up.transport.write(data)
             return
         if self._out_up is not up:
-            self._flush()
+            if self._out:
+                self._flush()
             self._out_up = up
         self._out.append(data)
 
@@ -349,10 +376,12 @@ class ClientConnection(asyncio.Protocol):
                 if self.pause_reasons & _QUEUED and len(queue) <= PIPELINE_MAX and (
                         not queue or queue[0].buffered <= QUEUE_LIMIT):
                     self._resume(_QUEUED)
-            if self._rejection is not None and not self.closed:
+            if self.closed:
+                return
+            if self._rejection is not None:
                 self.transport.write(self._rejection)
                 self.close()
-            elif self.proxy.draining and self.reading is None:
+            elif self.reading is None and (self.last or self.proxy.draining):
                 self.close()
         finally:
             self._advancing = False
@@ -395,18 +424,15 @@ class ClientConnection(asyncio.Protocol):
         """Answer `exch` with one of our own pages."""
         if self.closed:
             return
-        if not exch.keep_alive:
+        if not exch.keep_alive or exch.upgrade:
+            exch.keep_alive = False
             page = page.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
-        elif exch.http10:
-            page = page.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
         self.transport.write(page)
         self.response_done(exch)
 
     def response_done(self, exch: Exchange) -> None:
         exch.response_done = True
         exch.upstream = None
-        if exch.upgrade and self.tunnel is None:
-            exch.keep_alive = False  # the upstream declined the upgrade; the client may already be sending frames
         self._resume(_UPSTREAM_FULL)
         if exch.body:
             exch.body = []
@@ -433,11 +459,12 @@ class ClientConnection(asyncio.Protocol):
             return
         self._rejection = pages.bad_request(why)
         self._pause(_REJECTED)
-        if self.reading is not None and self.reading in self.queue:
-            self.queue.remove(self.reading)  # its request was cut short by the error
-            if self.reading.upstream is not None:
-                self.reading.upstream.abandon()
-        self.reading = None
+        self.buf = b""
+        exch, self.reading = self.reading, None
+        if exch is not None and exch in self.queue:
+            self.queue.remove(exch)  # its request was cut short by the error
+            if exch.upstream is not None:
+                exch.upstream.abandon()
         if not self.queue:
             self._advance()
 
@@ -465,7 +492,8 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, proxy: Proxy, port: int) -> None:
         self.proxy = proxy
         self.port = port
-        self.parser = HttpResponseParser(self)
+        self.parser = HttpResponseParser(self)  # calls only on_message_begin / on_message_complete
+        self.begun = self.ended = 0
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: ClientConnection | None = None
         self.exch: Exchange | None = None
@@ -473,19 +501,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.tunnel = False
         self.idle_ticks = 0
+        self.expect_head = True
+        self.partial = b""  # an incomplete head
         self.sent = False  # some of the current response reached the client
         self.eof_ends = False  # the response body is delimited by the upstream closing the connection
-        self.mode = _AS_IS
-        self.reason = b""
-        self.headers: h.Headers = []
-        self.interim = False
-        self.complete = False
         self.keep_alive = True
-        self.out: list[bytes] = []
 
     def attach(self, client: ClientConnection, exch: Exchange, *, reused: bool) -> None:
         self.client, self.exch, self.reused = client, exch, reused
-        self.sent = self.complete = self.eof_ends = False
+        self.sent = self.eof_ends = False
+        self.expect_head = True
         exch.upstream = self
         data = exch.head
         if exch.body:
@@ -516,33 +541,26 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             client.transport.write(data)
             return
-        self.out = out = []
         try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as exc:
-            if self.mode != _TUNNEL:
-                self._broken()
-                return
-            rest = data[exc.args[0]:]
-            if rest:
-                out.append(rest)
-        except HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _HeadDone):
-                log.error("internal error while handling a response", exc_info=exc.__context__ or exc)
-                self._broken()
-                return
-            self.parser = HttpResponseParser(self)
-            self.complete = True
+            if self.expect_head:
+                if self.partial:
+                    data, self.partial = self.partial + data, b""
+                out = self._head(data)
+            else:
+                self.parser.feed_data(data)
+                out = data
+            if self.begun > 1 or self.ended > 1:
+                raise HttpParserError("data after the end of the response")
         except HttpParserError as exc:
-            log.warning("upstream on port %d sent a malformed response: %s", self.port, exc)
+            log.warning("upstream on port %d sent an invalid response: %s", self.port, exc)
             self._broken()
             return
         if out:
-            client.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self.mode == _TUNNEL:
-            self.tunnel = True
+            self.sent = True
+            client.transport.write(out)
+        if self.tunnel:
             client.start_tunnel(self)
-        elif self.complete:
+        elif self.ended and not self.expect_head:
             self._done()
 
     def eof_received(self) -> bool | None:
@@ -559,17 +577,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.tunnel:
             client.close()
-        elif self.eof_ends and self.mode == _CHUNK:
-            client.transport.write(b"0\r\n\r\n")  # a read-until-close body, re-chunked: now it has ended
-            client.response_done(exch)
-        elif self.eof_ends:
-            client.response_done(exch)  # exch.keep_alive is False: the client connection closes too
+        elif self.eof_ends and not self.expect_head:
+            client.response_done(exch)  # the close ends the body; exch.keep_alive is False, so the client closes too
         elif not self.sent:
             if self.reused and exch.replayable and not exch.retried:
                 client.retry(exch)
             else:
-                client.answer(exch, pages.bad_gateway(exch.decision.host, "the environment closed the connection "
-                                                      "without answering."))
+                why = "the environment closed the connection without answering."
+                client.answer(exch, pages.bad_gateway(exch.decision.host, why))
         else:
             client.close()  # cut short: closing is the only honest signal left
 
@@ -581,80 +596,72 @@ class UpstreamConnection(asyncio.Protocol):
         if self.client is not None:
             self.client._resume(_UPSTREAM_FULL)
 
-    # --- httptools callbacks -------------------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        exch = self.exch
-        assert exch is not None
-        status = self.parser.get_status_code()
-        headers, self.headers = self.headers, None  # type: ignore[assignment]  # None marks "head done"
-        self.sent = True
-        if status < 200 and status != 101:  # 100 Continue, 103 Early Hints: more is coming
-            self.interim = True
-            if not exch.http10:
-                self.out.append(b"".join(h.response(status, self.reason, headers, upgrade=False).lines) + b"\r\n")
-            return
-        upgrade = status == 101 and exch.upgrade
-        resp = h.response(status, self.reason, headers, upgrade=upgrade)
-        lines = resp.lines
-        if upgrade:
-            self.mode = _TUNNEL
-        elif exch.is_head or status in (204, 304):
-            self.mode = _AS_IS
-            if resp.te is not None:
-                lines.append(resp.te)
-        elif resp.te is None and resp.has_length:
-            self.mode = _AS_IS
-        else:
-            self.eof_ends = resp.te is None
-            if exch.http10:
-                self.mode = _UNTIL_CLOSE
-                exch.keep_alive = False
-            else:
-                self.mode = _CHUNK
-                lines.append(resp.te or b"Transfer-Encoding: chunked\r\n")
-        if exch.upgrade and not upgrade:
-            exch.keep_alive = False
-        if not exch.keep_alive:
-            lines.append(b"Connection: close\r\n")
-        elif exch.http10:
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        self.out.append(b"".join(lines))
-        if exch.is_head:
-            self.keep_alive = self.parser.should_keep_alive()
-            raise _HeadDone
-
-    def on_body(self, body: bytes) -> None:
-        if self.mode == _CHUNK:
-            self.out.append(b"%x\r\n%b\r\n" % (len(body), body))
-        else:
-            self.out.append(body)
+    # --- llhttp callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.begun += 1
 
     def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            self.headers = []
-            return
-        if self.mode == _TUNNEL:
-            return
-        if self.mode == _CHUNK:
-            self.out.append(b"0\r\n\r\n")
+        self.ended += 1
         self.keep_alive = self.parser.should_keep_alive()
-        self.complete = True
 
-    # --- helpers -------------------------------------------------------------------------
+    # --- reading a response --------------------------------------------------------------
+    def _head(self, data: bytes) -> bytes:
+        """Process the response's head(s) in `data`; return what to send the client now."""
+        exch = self.exch
+        assert exch is not None
+        out = b""
+        pos = 0
+        while True:
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                self.partial = data[pos:]
+                if len(self.partial) > MAX_HEAD:
+                    raise HttpParserError("response head too large")
+                return out
+            end += 4
+            try:
+                status = int(data[pos + 9:pos + 12])
+            except ValueError:
+                raise HttpParserError("invalid status line") from None
+            self.begun = self.ended = 0
+            if 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints: the real answer follows
+                self.parser.feed_data(data[pos:end])
+                if not exch.http10:
+                    out += h.interim(data[pos:end])
+                pos = end
+                continue
+            break
+        self.expect_head = False
+        upgrade = status == 101 and exch.upgrade
+        bodyless = exch.is_head or status in (204, 304) or status == 101
+        keep = exch.keep_alive and (upgrade or not exch.upgrade)
+        head = data if pos == 0 and end == len(data) else data[pos:end]
+        new_head, framing, exch.keep_alive = h.response(head, bodyless=bodyless, keep_alive=keep, upgrade=upgrade)
+        self.eof_ends = framing == h.UNTIL_CLOSE
+        rest = data[end:] if end < len(data) else b""
+        if exch.is_head:  # llhttp cannot know this response has no body: check its head, then start afresh
+            self.parser.feed_data(head)
+            self.parser = HttpResponseParser(self)
+            if rest:
+                raise HttpParserError("data after the head of a response to HEAD")
+            self.begun = self.ended = 1
+            self.keep_alive = False
+        elif upgrade:
+            try:
+                self.parser.feed_data(data[pos:])
+            except HttpParserUpgrade as exc:
+                rest = data[pos + exc.args[0]:]
+                self.tunnel = True
+            else:
+                raise HttpParserError("101 response without Upgrade")
+        else:
+            self.parser.feed_data(data if pos == 0 else data[pos:])
+        return out + new_head + rest if out or rest else new_head
+
     def _done(self) -> None:
         client, exch = self.client, self.exch
         assert client is not None and exch is not None
         self.client = self.exch = None
-        self.headers = []
-        self.mode = _AS_IS
         if self.keep_alive and exch.request_done and not self.closed:
             self.transport.resume_reading()  # it may have been paused for a slow client
             self.proxy.put(self)
