@@ -28,6 +28,12 @@ _RESPONSE = re.compile(
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 _KEPT_REQUEST = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
+# Searched in a lower-cased head: when neither matches (or only "Connection: keep-alive" does),
+# the head needs no more than a cut and an append, done without the general rewrite.
+_REQUEST_SPECIAL = re.compile(
+    rb"\r\n(?:c(?:onnection|ontent-length)|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
+_RESPONSE_SPECIAL = re.compile(rb"\r\n(?:connection|keep-alive|t(?:e|railer):|upgrade|proxy)")
+
 # Response body framing.
 LENGTH = 0  # Content-Length (or no body at all)
 CHUNKED = 1
@@ -71,8 +77,53 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(head)]
 
 
-def request(head: bytes, client_ip: bytes, proto: bytes = b"http") -> Request:
-    """Rewrite a request head (ending in CRLF CRLF) for the upstream. Raises `BadRequest`."""
+def _keep_alive_only(low: bytes, first: re.Match[bytes], special: re.Pattern[bytes]) -> tuple[int, int] | None:
+    """The span of the header `first` matched, if it is `Connection: keep-alive` and nothing else matches."""
+    start = first.start()
+    if not low.startswith(b"\r\nconnection:", start):
+        return None
+    end = low.find(b"\r\n", start + 2)
+    if low[start + 14:end].strip() != b"keep-alive" or special.search(low, end) is not None:
+        return None
+    return start, end
+
+
+def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
+    """Rewrite a request head (ending in CRLF CRLF) for the upstream. Raises `BadRequest`.
+
+    `tails` caches the X-Forwarded-* block per Host for one client connection.
+    """
+    low = head.lower()
+    m = _REQUEST_SPECIAL.search(low)
+    cut = None if m is None else _keep_alive_only(low, m, _REQUEST_SPECIAL)
+    if (m is None or cut is not None) and head[head.find(b" ") + 1] == 47:  # 47: "/", origin-form
+        host: bytes | None = None
+        i = low.find(b"\r\nhost:")
+        if i >= 0:
+            j = low.find(b"\r\n", i + 7)
+            host = head[i + 7:j].strip()
+            if low.find(b"\r\nhost:", j) >= 0:
+                raise BadRequest("more than one Host header")
+        tail = tails.get(host) if tails is not None else None
+        if tail is None:
+            tail = _tail(host, client_ip, b"http")
+            if tails is not None and len(tails) < 64:
+                tails[host] = tail
+        http11 = head.startswith(b" HTTP/1.1\r\n", head.find(b"\r\n") - 9)
+        out = head[:-4] + tail if cut is None else head[:cut[0]] + head[cut[1]:-4] + tail
+        return Request(out, host, 0, False, http11, False, False, head.startswith(b"HEAD "), http11)
+    return _request(head, client_ip, b"http")
+
+
+def _tail(host: bytes | None, client_ip: bytes, proto: bytes) -> bytes:
+    tail = b"\r\nX-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + proto
+    if host is not None:
+        tail += b"\r\nX-Forwarded-Host: " + host
+    return tail + b"\r\n\r\n"
+
+
+def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
+    """The general case of `request`: any hop-by-hop or framing header, any request target."""
     host: bytes | None = None
     host_span = (0, 0)
     forwarded_for: bytes | None = None
@@ -139,6 +190,16 @@ def request(head: bytes, client_ip: bytes, proto: bytes = b"http") -> Request:
     http11 = head.endswith(b" HTTP/1.1", 0, line_end)
     return Request(b"".join(parts), host, length, chunked, http11 and b"close" not in tokens, upgrade, expect,
                    head.startswith(b"HEAD "), http11)
+
+
+def response_fast(head: bytes) -> bytes | None:
+    """A final HTTP/1.1 response head without hop-by-hop headers (but `Connection: keep-alive`), else None."""
+    low = head.lower()
+    m = _RESPONSE_SPECIAL.search(low)
+    if m is None:
+        return head
+    cut = _keep_alive_only(low, m, _RESPONSE_SPECIAL)
+    return None if cut is None else head[:cut[0]] + head[cut[1]:]
 
 
 def response(head: bytes, *, bodyless: bool, keep_alive: bool, upgrade: bool) -> tuple[bytes, int, bool]:

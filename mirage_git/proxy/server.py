@@ -147,6 +147,7 @@ class ClientConnection(asyncio.Protocol):
         self.begun = self.ended = 0  # llhttp's count of message starts and ends, for the current request
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client_ip = b""
+        self.tails: dict[bytes | None, bytes] = {}  # X-Forwarded-* blocks by Host, see headers.request
         self.buf = b""  # an incomplete head
         self.reading: Exchange | None = None  # the exchange whose request body is arriving
         self.body_left = 0  # of a Content-Length body
@@ -287,15 +288,15 @@ class ClientConnection(asyncio.Protocol):
             self.parser.feed_data(head)
         except HttpParserUpgrade:
             upgraded = True
-        req = h.request(head, self.client_ip)
+            if head.startswith(b"CONNECT "):
+                raise h.BadRequest("CONNECT is not supported by this proxy") from None
+        req = h.request(head, self.client_ip, self.tails)
         has_body = req.chunked or req.length > 0
-        if self.begun != 1 or self.ended != (not has_body) or upgraded != req.upgrade:
+        if self.begun != 1 or self.ended == has_body or upgraded != req.upgrade:
             raise h.BadRequest("the request's framing is ambiguous")
-        if head.startswith(b"CONNECT "):
-            raise h.BadRequest("CONNECT is not supported by this proxy")
-        if req.host is None and req.keep_alive:
+        if req.host is None and req.http11:
             raise h.BadRequest("HTTP/1.1 request without a Host header")
-        if req.upgrade and has_body:
+        if upgraded and has_body:
             raise h.BadRequest("an upgrade request cannot have a body")
         decision = self.resolve(req.host or b"")
         if decision.known:
@@ -543,8 +544,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             if self.expect_head:
-                if self.partial:
-                    data, self.partial = self.partial + data, b""
                 out = self._head(data)
             else:
                 self.parser.feed_data(data)
@@ -606,7 +605,33 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- reading a response --------------------------------------------------------------
     def _head(self, data: bytes) -> bytes:
-        """Process the response's head(s) in `data`; return what to send the client now."""
+        """Process the response's head in `data`; return what to send the client now.
+
+        The fast path covers a plain HTTP/1.1 final response; `_head_general` everything else.
+        """
+        if self.partial:
+            data, self.partial = self.partial + data, b""
+        exch = self.exch
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or exch.is_head or exch.upgrade or data[9:10] == b"1" or not data.startswith(b"HTTP/1.1 "):
+            return self._head_general(data)
+        end += 4
+        self.begun = self.ended = 0
+        self.parser.feed_data(data)  # the head and what came of the body
+        self.expect_head = False
+        head = data if end == len(data) else data[:end]
+        new = h.response_fast(head)
+        if new is None or not (self.ended or self.parser.should_keep_alive()):
+            # hop-by-hop headers to drop, or a body that may end only when the upstream closes
+            new, framing, exch.keep_alive = h.response(head, bodyless=self.ended > 0, keep_alive=exch.keep_alive,
+                                                       upgrade=False)
+            self.eof_ends = framing == h.UNTIL_CLOSE
+        elif not exch.keep_alive:
+            new = new[:-2] + b"Connection: close\r\n\r\n"
+        return new if end == len(data) else new + data[end:]
+
+    def _head_general(self, data: bytes) -> bytes:
+        """Interim responses, HEAD, upgrades, HTTP/1.0 and heads split across reads."""
         exch = self.exch
         assert exch is not None
         out = b""
