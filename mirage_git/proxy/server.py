@@ -117,24 +117,23 @@ class Proxy:
 class Exchange:
     """One request and its response, on one client connection."""
 
-    __slots__ = ("body", "buffered", "decision", "head", "http10", "is_head", "keep_alive", "replayable",
-                 "request_done", "response_done", "retried", "started", "upgrade", "upstream")
+    # Defaults live on the class: an exchange is made per request, so its constructor sets only three fields.
+    body: tuple[bytes, ...] | list[bytes] = ()  # request body bytes waiting for an upstream
+    buffered = 0
+    http10 = False  # an HTTP/1.0 client: gets no 1xx responses
+    is_head = False
+    upgrade = False
+    replayable = True  # no body: can be resent if a pooled connection turned out dead
+    request_done = False
+    response_done = False
+    retried = False
+    started = False
+    upstream: UpstreamConnection | None = None
 
     def __init__(self, decision: Decision, head: bytes, keep_alive: bool) -> None:
         self.decision = decision
         self.head = head
         self.keep_alive = keep_alive
-        self.body: list[bytes] = []  # request body bytes (framed) waiting for an upstream
-        self.buffered = 0
-        self.http10 = False  # an HTTP/1.0 client: gets no 1xx responses
-        self.is_head = False
-        self.upgrade = False
-        self.replayable = True  # no body: can be resent if a pooled connection turned out dead
-        self.request_done = False
-        self.response_done = False
-        self.retried = False
-        self.started = False
-        self.upstream: UpstreamConnection | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -187,17 +186,21 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.buf:
             data, self.buf = self.buf + data, b""
-        self._feeding = True
         try:
-            self._parse(data)
+            if data.find(b"\r\n\r\n") == len(data) - 4 and self.reading is None and not self.last and data[0] != 13:
+                self._request(data)  # the common case: this read is exactly one request head
+            else:
+                self._feeding = True
+                self._parse(data)
         except h.BadRequest as exc:
             self.reject(str(exc))
         except HttpParserError as exc:
             self.reject(f"malformed request: {exc}")
         finally:
-            self._feeding = False
-            if self._out:
-                self._flush()
+            if self._feeding:
+                self._feeding = False
+                if self._out:
+                    self._flush()
 
     def eof_received(self) -> bool | None:
         if self.queue and self.reading is None:
@@ -290,40 +293,43 @@ class ClientConnection(asyncio.Protocol):
             upgraded = True
             if head.startswith(b"CONNECT "):
                 raise h.BadRequest("CONNECT is not supported by this proxy") from None
-        req = h.request(head, self.client_ip, self.tails)
-        has_body = req.chunked or req.length > 0
-        if self.begun != 1 or self.ended == has_body or upgraded != req.upgrade:
+        new_head, host, length, chunked, keep_alive, upgrade, expect, is_head, http11 = h.request(
+            head, self.client_ip, self.tails)
+        has_body = chunked or length > 0
+        if self.begun != 1 or self.ended == has_body or upgraded != upgrade:
             raise h.BadRequest("the request's framing is ambiguous")
-        if req.host is None and req.http11:
+        if host is None and http11:
             raise h.BadRequest("HTTP/1.1 request without a Host header")
         if upgraded and has_body:
             raise h.BadRequest("an upgrade request cannot have a body")
-        decision = self.resolve(req.host or b"")
+        decision = self.resolve(host or b"")
         if decision.known:
             counts = self.proxy.counter.counts
             counts[decision.host] = counts.get(decision.host, 0) + 1
-        exch = Exchange(decision, req.head, req.keep_alive and not self.proxy.draining)
-        exch.is_head = req.is_head
-        exch.upgrade = req.upgrade
-        exch.http10 = not req.http11
+        exch = Exchange(decision, new_head, keep_alive and not self.proxy.draining)
+        if is_head:
+            exch.is_head = True
+        if not http11:
+            exch.http10 = True
         if has_body:
             exch.replayable = False
             self.reading = exch
-            self.body_left = req.length
-            self.chunks = h.ChunkedEnd() if req.chunked else None
-            if decision.page is not None and req.expect_continue:
+            self.body_left = length
+            self.chunks = h.ChunkedEnd() if chunked else None
+            if decision.page is not None and expect:
                 exch.keep_alive = False  # the client may never send the body it announced
         else:
             exch.request_done = True
         if not exch.keep_alive:
             self.last = True
-        if req.upgrade:
-            self.upgrading = True
+        if upgrade:
+            exch.upgrade = self.upgrading = True
             self._pause(_UPGRADING)
         queue = self.queue
         queue.append(exch)
         if len(queue) == 1:
-            self._advance()
+            exch.started = True
+            self._start(exch)
         elif len(queue) > PIPELINE_MAX:
             self._pause(_QUEUED)
 
@@ -332,7 +338,9 @@ class ClientConnection(asyncio.Protocol):
         if up is not None:
             self._send(up, piece)
         elif not exch.response_done:
-            exch.body.append(piece)
+            if not exch.body:
+                exch.body = []
+            exch.body.append(piece)  # type: ignore[union-attr]
             exch.buffered += len(piece)
             if exch.buffered > QUEUE_LIMIT:
                 self._pause(_QUEUED)
@@ -434,9 +442,10 @@ class ClientConnection(asyncio.Protocol):
     def response_done(self, exch: Exchange) -> None:
         exch.response_done = True
         exch.upstream = None
-        self._resume(_UPSTREAM_FULL)
+        if self.pause_reasons:
+            self._resume(_UPSTREAM_FULL)
         if exch.body:
-            exch.body = []
+            exch.body = ()
             exch.buffered = 0
         if self.queue and self.queue[0] is exch:
             self._advance()
@@ -516,9 +525,12 @@ class UpstreamConnection(asyncio.Protocol):
         data = exch.head
         if exch.body:
             data = b"".join([data, *exch.body])
-            exch.body = []
+            exch.body = ()
             exch.buffered = 0
-        client._send(self, data)
+        if client._feeding:
+            client._send(self, data)
+        else:
+            self.transport.write(data)
         if client.write_paused:
             self.transport.pause_reading()
         if client.pause_reasons & _QUEUED and len(client.queue) <= PIPELINE_MAX:
