@@ -77,42 +77,40 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(head)]
 
 
-def _keep_alive_only(low: bytes, first: re.Match[bytes], special: re.Pattern[bytes]) -> tuple[int, int] | None:
-    """The span of the header `first` matched, if it is `Connection: keep-alive` and nothing else matches."""
-    start = first.start()
-    if not low.startswith(b"\r\nconnection:", start):
-        return None
-    end = low.find(b"\r\n", start + 2)
-    if low[start + 14:end].strip() != b"keep-alive" or special.search(low, end) is not None:
-        return None
-    return start, end
+_KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths cut (lower-cased)
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
     """Rewrite a request head (ending in CRLF CRLF) for the upstream. Raises `BadRequest`.
 
-    `tails` caches the X-Forwarded-* block per Host for one client connection.
+    `tails` caches the X-Forwarded-* block per Host for one client connection. The fast
+    path covers an origin-form request whose only special headers are Host and
+    `Connection: keep-alive`; anything else takes the general path.
     """
     low = head.lower()
     m = _REQUEST_SPECIAL.search(low)
-    cut = None if m is None else _keep_alive_only(low, m, _REQUEST_SPECIAL)
-    if (m is None or cut is not None) and head[head.find(b" ") + 1] == 47:  # 47: "/", origin-form
-        host: bytes | None = None
-        i = low.find(b"\r\nhost:")
-        if i >= 0:
-            j = low.find(b"\r\n", i + 7)
-            host = head[i + 7:j].strip()
-            if low.find(b"\r\nhost:", j) >= 0:
-                raise BadRequest("more than one Host header")
-        tail = tails.get(host) if tails is not None else None
-        if tail is None:
-            tail = _tail(host, client_ip, b"http")
-            if tails is not None and len(tails) < 64:
-                tails[host] = tail
-        http11 = head.startswith(b" HTTP/1.1\r\n", head.find(b"\r\n") - 9)
-        out = head[:-4] + tail if cut is None else head[:cut[0]] + head[cut[1]:-4] + tail
-        return Request(out, host, 0, False, http11, False, False, head.startswith(b"HEAD "), http11)
-    return _request(head, client_ip, b"http")
+    if m is not None:
+        cut = m.start()
+        if not low.startswith(_KEEP_ALIVE, cut) or _REQUEST_SPECIAL.search(low, cut + 24) is not None:
+            return _request(head, client_ip, b"http")
+        head = head[:cut] + head[cut + 24:]
+        low = low[:cut] + low[cut + 24:]
+    if head[head.find(b" ") + 1] != 47:  # 47: "/", so not origin-form
+        return _request(head, client_ip, b"http")
+    host: bytes | None = None
+    i = low.find(b"\r\nhost:")
+    if i >= 0:
+        j = low.find(b"\r\n", i + 7)
+        host = head[i + 7:j].strip()
+        if low.find(b"\r\nhost:", j) >= 0:
+            raise BadRequest("more than one Host header")
+    tail = tails.get(host) if tails is not None else None
+    if tail is None:
+        tail = _tail(host, client_ip, b"http")
+        if tails is not None and len(tails) < 64:
+            tails[host] = tail
+    http11 = head.startswith(b" HTTP/1.1\r\n", head.find(b"\r\n") - 9)
+    return Request(head[:-4] + tail, host, 0, False, http11, False, False, head.startswith(b"HEAD "), http11)
 
 
 def _tail(host: bytes | None, client_ip: bytes, proto: bytes) -> bytes:
@@ -198,8 +196,10 @@ def response_fast(head: bytes) -> bytes | None:
     m = _RESPONSE_SPECIAL.search(low)
     if m is None:
         return head
-    cut = _keep_alive_only(low, m, _RESPONSE_SPECIAL)
-    return None if cut is None else head[:cut[0]] + head[cut[1]:]
+    cut = m.start()
+    if low.startswith(_KEEP_ALIVE, cut) and _RESPONSE_SPECIAL.search(low, cut + 24) is None:
+        return head[:cut] + head[cut + 24:]
+    return None
 
 
 def response(head: bytes, *, bodyless: bool, keep_alive: bool, upgrade: bool) -> tuple[bytes, int, bool]:

@@ -76,8 +76,10 @@ class Proxy:
         return None
 
     def put(self, up: UpstreamConnection) -> None:
-        idle = self.pool.setdefault(up.port, [])
-        if self.draining or len(idle) >= POOL_MAX_IDLE:
+        idle = self.pool.get(up.port)
+        if idle is None:
+            idle = self.pool[up.port] = []
+        if len(idle) >= POOL_MAX_IDLE or self.draining:
             up.transport.close()
             return
         up.idle_ticks = 0
@@ -130,10 +132,11 @@ class Exchange:
     started = False
     upstream: UpstreamConnection | None = None
 
-    def __init__(self, decision: Decision, head: bytes, keep_alive: bool) -> None:
+    def __init__(self, decision: Decision, head: bytes, keep_alive: bool, request_done: bool) -> None:
         self.decision = decision
         self.head = head
         self.keep_alive = keep_alive
+        self.request_done = request_done
 
 
 class ClientConnection(asyncio.Protocol):
@@ -284,17 +287,43 @@ class ClientConnection(asyncio.Protocol):
             pos = end
 
     def _request(self, head: bytes) -> None:
-        """A complete request head: validate it, route it, queue the exchange."""
+        """A complete request head: validate it, route it, queue the exchange.
+
+        Inlined here: the common case, an HTTP/1.1 request with a Host header and no body.
+        """
         self.begun = self.ended = 0
-        upgraded = False
         try:
             self.parser.feed_data(head)
         except HttpParserUpgrade:
-            upgraded = True
-            if head.startswith(b"CONNECT "):
-                raise h.BadRequest("CONNECT is not supported by this proxy") from None
-        new_head, host, length, chunked, keep_alive, upgrade, expect, is_head, http11 = h.request(
-            head, self.client_ip, self.tails)
+            self._request_general(head, True)
+            return
+        req = h.request(head, self.client_ip, self.tails)
+        if req.length or req.chunked or not req.http11 or req.host is None or self.ended != 1 or self.begun != 1:
+            self._request_general(head, False, req)
+            return
+        decision = self.resolve(req.host)
+        if decision.known:
+            counts = self.proxy.counter.counts
+            counts[decision.host] = counts.get(decision.host, 0) + 1
+        exch = Exchange(decision, req.head, req.keep_alive and not self.proxy.draining, True)
+        if req.is_head:
+            exch.is_head = True
+        if not exch.keep_alive:
+            self.last = True
+        queue = self.queue
+        queue.append(exch)
+        if len(queue) == 1:
+            exch.started = True
+            self._start(exch)
+        elif len(queue) > PIPELINE_MAX:
+            self._pause(_QUEUED)
+
+    def _request_general(self, head: bytes, upgraded: bool, req: h.Request | None = None) -> None:
+        """Any request `_request` does not take on itself: with a body, an upgrade, HTTP/1.0, or invalid."""
+        if upgraded and head.startswith(b"CONNECT "):
+            raise h.BadRequest("CONNECT is not supported by this proxy")
+        new_head, host, length, chunked, keep_alive, upgrade, expect, is_head, http11 = (
+            req or h.request(head, self.client_ip, self.tails))
         has_body = chunked or length > 0
         if self.begun != 1 or self.ended == has_body or upgraded != upgrade:
             raise h.BadRequest("the request's framing is ambiguous")
@@ -306,7 +335,7 @@ class ClientConnection(asyncio.Protocol):
         if decision.known:
             counts = self.proxy.counter.counts
             counts[decision.host] = counts.get(decision.host, 0) + 1
-        exch = Exchange(decision, new_head, keep_alive and not self.proxy.draining)
+        exch = Exchange(decision, new_head, keep_alive and not self.proxy.draining, not has_body)
         if is_head:
             exch.is_head = True
         if not http11:
@@ -318,8 +347,6 @@ class ClientConnection(asyncio.Protocol):
             self.chunks = h.ChunkedEnd() if chunked else None
             if decision.page is not None and expect:
                 exch.keep_alive = False  # the client may never send the body it announced
-        else:
-            exch.request_done = True
         if not exch.keep_alive:
             self.last = True
         if upgrade:
@@ -397,14 +424,17 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, exch: Exchange) -> None:
         decision = exch.decision
-        if decision.page is not None:
-            self.answer(exch, decision.page)
+        port = decision.port
+        if port is None:
+            self.answer(exch, decision.page)  # type: ignore[arg-type]
             return
-        up = self.proxy.take(decision.port)  # type: ignore[arg-type]
-        if up is None:
-            self.proxy.loop.create_task(self._connect(exch, decision.port))  # type: ignore[arg-type]
-        else:
-            up.attach(self, exch, reused=True)
+        idle = self.proxy.pool.get(port)
+        while idle:
+            up = idle.pop()  # the most recently used: least likely to have been closed by the upstream
+            if not up.closed:
+                up.attach(self, exch, True)
+                return
+        self.proxy.loop.create_task(self._connect(exch, port))
 
     async def _connect(self, exch: Exchange, port: int) -> None:
         proxy = self.proxy
@@ -421,7 +451,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or not self.queue or self.queue[0] is not exch:
             proxy.put(up)
             return
-        up.attach(self, exch, reused=False)
+        up.attach(self, exch, False)
 
     def retry(self, exch: Exchange) -> None:
         """A pooled connection died before answering a request that can be resent: resend it once."""
@@ -447,8 +477,13 @@ class ClientConnection(asyncio.Protocol):
         if exch.body:
             exch.body = ()
             exch.buffered = 0
-        if self.queue and self.queue[0] is exch:
-            self._advance()
+        queue = self.queue
+        if queue and queue[0] is exch:
+            if (exch.request_done and exch.keep_alive and len(queue) == 1 and not self.pause_reasons
+                    and not self._advancing and not self.last and self._rejection is None and not self.proxy.draining):
+                queue.pop()  # the common case: the only request is answered and nothing else is due
+            else:
+                self._advance()
 
     def start_tunnel(self, up: UpstreamConnection) -> None:
         """The upstream switched protocols: from now on, bytes flow unparsed both ways."""
@@ -517,24 +552,28 @@ class UpstreamConnection(asyncio.Protocol):
         self.eof_ends = False  # the response body is delimited by the upstream closing the connection
         self.keep_alive = True
 
-    def attach(self, client: ClientConnection, exch: Exchange, *, reused: bool) -> None:
-        self.client, self.exch, self.reused = client, exch, reused
+    def attach(self, client: ClientConnection, exch: Exchange, reused: bool) -> None:
+        self.client = client
+        self.exch = exch
+        self.reused = reused
         self.sent = self.eof_ends = False
         self.expect_head = True
         exch.upstream = self
-        data = exch.head
         if exch.body:
-            data = b"".join([data, *exch.body])
+            data = b"".join([exch.head, *exch.body])
             exch.body = ()
             exch.buffered = 0
+        else:
+            data = exch.head
         if client._feeding:
             client._send(self, data)
         else:
             self.transport.write(data)
-        if client.write_paused:
-            self.transport.pause_reading()
-        if client.pause_reasons & _QUEUED and len(client.queue) <= PIPELINE_MAX:
-            client._resume(_QUEUED)
+        if client.write_paused or client.pause_reasons:
+            if client.write_paused:
+                self.transport.pause_reading()
+            if client.pause_reasons & _QUEUED and len(client.queue) <= PIPELINE_MAX:
+                client._resume(_QUEUED)
 
     def abandon(self) -> None:
         """The client went away mid-exchange: this connection's state is unknown, so close it."""
@@ -700,7 +739,8 @@ class UpstreamConnection(asyncio.Protocol):
         assert client is not None and exch is not None
         self.client = self.exch = None
         if self.keep_alive and exch.request_done and not self.closed:
-            self.transport.resume_reading()  # it may have been paused for a slow client
+            if client.write_paused:
+                self.transport.resume_reading()  # it was paused for a slow client
             self.proxy.put(self)
         else:
             self.transport.close()
