@@ -21,7 +21,7 @@ import redis
 
 from ..config import Config
 from ..models import Route
-from ..store import Store
+from ..store import ROUTES, Store
 from . import pages
 
 log = logging.getLogger("mirage_git.proxy")
@@ -129,6 +129,8 @@ class RouteFeed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mirage-proxy-routes", daemon=True)
         self._down_since: float | None = None
+        self._raw: dict[str, str] = {}  # the table as last read, undecoded
+        self._decoded: dict[str, Route] = {}
         self.ready = threading.Event()  # set once the first full table has been read (or Redis failed)
 
     def start(self) -> None:
@@ -160,11 +162,37 @@ class RouteFeed:
             else:
                 delay = 0.1
 
+    def _full(self) -> None:
+        """Re-read the whole table; decode only what changed, hand it over only if anything did.
+
+        This runs every second in a thread that holds the GIL while it works, so the usual
+        case (nothing changed) costs one HGETALL and one dict comparison, no JSON decoding.
+        """
+        raw = self.store.r.hgetall(ROUTES)
+        if raw == self._raw and self.table.loaded:
+            return
+        routes = {}
+        for host, text in raw.items():
+            route = self._decoded.get(host) if self._raw.get(host) == text else self._decode(host, text)
+            if route is not None:
+                routes[host] = route
+        self._raw, self._decoded = raw, routes
+        self._apply(self.table.replace, dict(routes))
+
+    def _decode(self, host: str, text: str | None) -> Route | None:
+        if text is None:
+            return None
+        try:
+            return Route.from_json(host, text)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("ignoring the invalid route for %s (%s): %r", host, exc, text[:200])
+            return None
+
     def _follow(self) -> None:
         # Subscribe before the full read, so no change can fall between the two.
         pubsub = self.store.route_changes()
         try:
-            self._apply(self.table.replace, self.store.routes())
+            self._full()
             if self._down_since is not None:
                 log.warning("Redis is back after %.1f s; routes resynced", time.monotonic() - self._down_since)
                 self._down_since = None
@@ -175,11 +203,11 @@ class RouteFeed:
                 if message and message.get("type") == "message":
                     host = message["data"]
                     if host == "*":
-                        self._apply(self.table.replace, self.store.routes())
+                        self._full()
                     else:
-                        self._apply(self.table.update, host, self.store.route(host))
+                        self._apply(self.table.update, host, self._decode(host, self.store.r.hget(ROUTES, host)))
                 if time.monotonic() >= next_sync:
-                    self._apply(self.table.replace, self.store.routes())
+                    self._full()
                     next_sync = time.monotonic() + self.resync
         finally:
             with contextlib.suppress(redis.RedisError, OSError):

@@ -109,3 +109,13 @@ def test_routes_survive_a_flaky_store_connection(proxy, store, upstreams) -> Non
     store.set_route(Route("kill.dev.localhost", "demo", "kill", "building", job_id="j"))
     wait_for(lambda: _status(proxy.port, "kill.dev.localhost") == 503, timeout=5)
 
+
+
+def test_an_invalid_route_is_ignored_and_the_others_still_served(proxy, store, upstreams) -> None:
+    a, _ = upstreams
+    store.r.hset("mirage:routes", "garbled.dev.localhost", "{not json")
+    add_route(store, proxy.port, "sound.dev.localhost", a.port)
+    time.sleep(1.2)  # a full resync has read the garbled entry too
+    assert _status(proxy.port, "sound.dev.localhost") == 200
+    assert _status(proxy.port, "garbled.dev.localhost") == 404
+    assert "ignoring the invalid route for garbled.dev.localhost" in proxy.logs()
