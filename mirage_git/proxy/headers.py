@@ -78,6 +78,8 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
 
 
 _KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths cut (lower-cased)
+_ORIGIN_FORM_11 = re.compile(rb"[^ ]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast path takes
+_HOST = re.compile(rb"\r\nhost:[ \t]*")
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
@@ -95,22 +97,22 @@ def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | No
             return _request(head, client_ip, b"http")
         head = head[:cut] + head[cut + 24:]
         low = low[:cut] + low[cut + 24:]
-    if head[head.find(b" ") + 1] != 47:  # 47: "/", so not origin-form
+    if _ORIGIN_FORM_11.match(head) is None:
         return _request(head, client_ip, b"http")
-    host: bytes | None = None
-    i = low.find(b"\r\nhost:")
-    if i >= 0:
-        j = low.find(b"\r\n", i + 7)
-        host = head[i + 7:j].strip()
-        if low.find(b"\r\nhost:", j) >= 0:
-            raise BadRequest("more than one Host header")
+    m = _HOST.search(low)
+    if m is None:
+        raise BadRequest("HTTP/1.1 request without a Host header")
+    i = m.end()
+    j = low.find(b"\r\n", i)
+    if _HOST.search(low, j) is not None:
+        raise BadRequest("more than one Host header")
+    host = head[i:j].rstrip()
     tail = tails.get(host) if tails is not None else None
     if tail is None:
         tail = _tail(host, client_ip, b"http")
         if tails is not None and len(tails) < 64:
             tails[host] = tail
-    http11 = head.startswith(b" HTTP/1.1\r\n", head.find(b"\r\n") - 9)
-    return Request(head[:-4] + tail, host, 0, False, http11, False, False, head.startswith(b"HEAD "), http11)
+    return Request(head[:-4] + tail, host, 0, False, True, False, False, head[:5] == b"HEAD ", True)
 
 
 def _tail(host: bytes | None, client_ip: bytes, proto: bytes) -> bytes:

@@ -119,24 +119,20 @@ class Proxy:
 class Exchange:
     """One request and its response, on one client connection."""
 
-    # Defaults live on the class: an exchange is made per request, so its constructor sets only three fields.
-    body: tuple[bytes, ...] | list[bytes] = ()  # request body bytes waiting for an upstream
-    buffered = 0
-    http10 = False  # an HTTP/1.0 client: gets no 1xx responses
-    is_head = False
-    upgrade = False
-    replayable = True  # no body: can be resent if a pooled connection turned out dead
-    request_done = False
-    response_done = False
-    retried = False
-    started = False
-    upstream: UpstreamConnection | None = None
+    __slots__ = ("body", "buffered", "decision", "head", "http10", "is_head", "keep_alive", "replayable",
+                 "request_done", "response_done", "retried", "started", "upgrade", "upstream")
 
     def __init__(self, decision: Decision, head: bytes, keep_alive: bool, request_done: bool) -> None:
         self.decision = decision
         self.head = head
         self.keep_alive = keep_alive
         self.request_done = request_done
+        self.replayable = request_done  # no body: can be resent if a pooled connection turned out dead
+        self.body: tuple[bytes, ...] | list[bytes] = ()  # request body bytes waiting for an upstream
+        self.buffered = 0
+        self.http10 = False  # an HTTP/1.0 client: gets no 1xx responses
+        self.is_head = self.upgrade = self.response_done = self.retried = self.started = False
+        self.upstream: UpstreamConnection | None = None
 
 
 class ClientConnection(asyncio.Protocol):
