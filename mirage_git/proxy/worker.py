@@ -12,13 +12,15 @@ import math
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvloop
 
 from ..config import Config
 from ..store import Store
+from .client import ClientConnection
 from .counters import AccessCounter
-from .routes import RouteFeed, RouteTable
+from .routes import Decision, RouteFeed, RouteTable
 from .server import POOL_IDLE_SECONDS, Proxy
 
 log = logging.getLogger("mirage_git.proxy")
@@ -58,7 +60,7 @@ async def _serve(config: Config, listeners: list[Listener]) -> None:
                   idle_timeout=config.proxy.idle_timeout)
     await loop.run_in_executor(None, feed.ready.wait, FIRST_LOAD_SECONDS)
     await asyncio.sleep(0)  # let the first table the feed handed over be applied
-    servers = [await loop.create_server(proxy.factory(table.resolver(target)), sock=sock, backlog=4096)
+    servers = [await loop.create_server(_factory(proxy, table.resolver(target)), sock=sock, backlog=4096)
                for sock, target in listeners]
     names = ", ".join(f"{_name(sock)}" + (f" (→ container port {t})" if t else "") for sock, t in listeners)
     log.info("proxy listening on %s with %d routes", names, len(table.routes))
@@ -80,6 +82,10 @@ async def _serve(config: Config, listeners: list[Listener]) -> None:
             await task
     feed.stop()
     await asyncio.sleep(0)  # let transports finish closing
+
+
+def _factory(proxy: Proxy, resolve: Callable[[bytes], Decision]) -> Callable[[], ClientConnection]:
+    return lambda: ClientConnection(proxy, resolve)
 
 
 async def _sweep(proxy: Proxy, idle_timeout: float) -> None:
