@@ -11,11 +11,13 @@ a pooled keep-alive `UpstreamConnection`, which finds the end of the response an
 strips its hop-by-hop headers.
 
 Parsing costs Python time per request, so it is kept to what routing and framing need:
-a head is found with `bytes.find`, rewritten by `headers` with one regex pass, and fed
-whole to llhttp (httptools), which validates it (smuggling defences live there: CL+TE,
-duplicate or invalid Content-Length, bad chunk syntax → 400) and tells us, through two
-cheap callbacks, whether the message ended where our framing says it must. Bodies are
-never decoded or copied into new buffers: they pass through as the bytes that came in.
+a head is found with `bytes.find`; `headers` rewrites it with a search or two over the
+lower-cased bytes (a regex pass over every header only when something unusual is there);
+and the head is fed whole to llhttp (httptools), which validates it (the smuggling
+defences live there: CL+TE, duplicate or invalid Content-Length, bad chunk syntax → 400)
+and tells us, through two cheap callbacks, whether the message ended exactly where our
+framing says it must. Bodies are never decoded: they pass through as the bytes that
+came in, sliced only where one read holds more than one message.
 
 Bodies stream in both directions and are never held whole: each side pauses reading
 the other when its write buffer fills (`pause_writing` → `pause_reading`). Writes made

@@ -183,3 +183,49 @@ def test_one_gigabyte_upload_streams_in_bounded_memory(proxy, two_envs) -> None:
     print(f"proxy peak RSS: {before} KiB before, {after} KiB after a 1 GiB upload")
     assert (seen["length"], seen["crc"]) == (size, crc)
     assert after - before < 32 * 1024, (before, after)  # far below the 1 GiB that went through
+
+
+def test_a_pooled_connection_closed_by_the_upstream_is_retried_for_safe_requests(proxy, two_envs) -> None:
+    c = proxy.client()
+    try:
+        # Each answer comes on a connection the upstream then closes without a "Connection: close".
+        c.send(b"GET /close-after HTTP/1.1\r\nHost: alpha.dev.localhost\r\n\r\n" * 3)
+        answers = [c.read() for _ in range(3)]
+    finally:
+        c.close()
+    assert [(r.status, r.body) for r in answers] == [(200, b"ok")] * 3
+
+
+def test_http10_client_gets_a_closed_connection_and_no_chunking(proxy, two_envs) -> None:
+    c = proxy.client()
+    try:
+        c.send(b"GET /echo HTTP/1.0\r\nHost: alpha.dev.localhost\r\n\r\n")
+        answer = c.read()
+        assert c.closed()
+    finally:
+        c.close()
+    assert answer.status == 200 and answer.header("connection") == "close" and answer.json()["name"] == "A"
+
+
+def test_absolute_form_target_is_routed_by_its_authority(proxy, two_envs) -> None:
+    c = proxy.client()
+    try:
+        c.send(b"GET http://beta.dev.localhost/echo?abs HTTP/1.1\r\nHost: alpha.dev.localhost\r\n\r\n")
+        seen = c.read().json()
+    finally:
+        c.close()
+    assert seen["name"] == "B" and seen["target"] == "/echo?abs"
+
+
+def test_expect_100_continue_is_relayed(proxy, two_envs) -> None:
+    c = proxy.client()
+    try:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: alpha.dev.localhost\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        interim = c.read()  # the client waits for this before it sends the body
+        c.send(b"hello")
+        final = c.read()
+    finally:
+        c.close()
+    assert interim.status == 100
+    assert final.status == 200 and final.json()["length"] == 5

@@ -26,7 +26,7 @@ def test_route_change_is_applied_within_milliseconds_via_pubsub(proxy, store, up
     c = proxy.client()
     try:
         timings = []
-        for target in (b, a, b):
+        for target in (b, a, b, a, b):
             store.set_route(Route("fresh.dev.localhost", "demo", "fresh", "live", port=target.port))
             started = time.monotonic()
             while c.get("fresh.dev.localhost").json()["name"] != target.name:
@@ -40,8 +40,9 @@ def test_route_change_is_applied_within_milliseconds_via_pubsub(proxy, store, up
     finally:
         c.close()
     print("route change → first request routed by it: " + ", ".join(f"{t * 1000:.1f} ms" for t in timings))
-    # Typically a few ms; the periodic resync alone would take up to ~1 s, so < 0.5 s proves pub/sub works.
-    assert max(timings) < 0.5, timings
+    # Typically a few ms. The once-a-second resync alone would make these uniform in 0 to 1 s,
+    # so six of them all under 0.3 s (p < 0.1%) shows the pub/sub path working, even on a busy machine.
+    assert max(timings) < 0.3, timings
 
 
 def test_full_resync_catches_changes_made_without_a_message(proxy, store, upstreams) -> None:

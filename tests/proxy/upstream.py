@@ -9,6 +9,7 @@ Each `Upstream` listens on a free 127.0.0.1 port and answers by path:
 - `/hop`      a response carrying hop-by-hop headers
 - `/sleep`    answers after `s` seconds
 - `/sink`     consumes the body (CRC-32 and length computed as it streams) and reports them
+- `/close-after` answers, then closes the connection without announcing it
 - `/ws`       (on `ws_port`) a WebSocket echo
 
 It also counts the requests it has seen, so tests can prove a smuggled request never arrived.
@@ -55,6 +56,11 @@ class _Conn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
+    def on_headers_complete(self) -> None:
+        if ("expect", "100-continue") in [(k.lower(), v.lower()) for k, v in self.headers]:
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self.length += len(body)
         self.crc = zlib.crc32(body, self.crc)
@@ -90,6 +96,9 @@ class _Conn(asyncio.Protocol):
                 t.write(b"%x\r\n%b\r\n" % (len(event), event))
                 await asyncio.sleep(0.3)
             t.write(b"0\r\n\r\n")
+        elif path == "/close-after":  # closes without saying so: a pooled connection that went stale
+            t.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            t.close()
         elif path == "/hop":
             body = b"hop"
             t.write(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n"
