@@ -49,6 +49,7 @@ class ClientConnection(asyncio.Protocol):
         self.pause_reasons = 0
         self.write_paused = False
         self.closed = False
+        self.unusual = False  # closed, upgrading, tunnelling or rejected: data_received leaves the fast path
         self.active = True
         self.idle_ticks = 0
         self._feeding = False
@@ -66,13 +67,11 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.active = True
-        if self.tunnel is not None:
-            self.tunnel.transport.write(data)
-            return
-        if self.upgrading:
-            self.early.append(data)
-            return
-        if self.closed or self._rejection is not None:
+        if self.unusual:  # tunnelling, upgrading, closed or rejected: rare, so one test on the hot path
+            if self.tunnel is not None:
+                self.tunnel.transport.write(data)
+            elif self.upgrading:
+                self.early.append(data)
             return
         if self.buf:
             data, self.buf = self.buf + data, b""
@@ -100,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.unusual = True
         self.proxy.clients.discard(self)
         if self.tunnel is not None:
             self.tunnel.transport.close()
@@ -185,15 +185,16 @@ class ClientConnection(asyncio.Protocol):
             self._request_general(head, True)
             return
         req = h.request(head, self.client_ip, self.tails)
-        if req.length or req.chunked or not req.http11 or req.host is None or self.ended != 1 or self.begun != 1:
+        new_head, host, length, chunked, keep_alive, _, _, is_head, http11 = req
+        if length or chunked or not http11 or host is None or self.ended != 1 or self.begun != 1:
             self._request_general(head, False, req)
             return
-        decision = self.resolve(req.host)
+        decision = self.resolve(host)
         if decision.known:
             counts = self.proxy.counter.counts
             counts[decision.host] = counts.get(decision.host, 0) + 1
-        exch = Exchange(decision, req.head, req.keep_alive and not self.proxy.draining, True)
-        if req.is_head:
+        exch = Exchange(decision, new_head, keep_alive and not self.proxy.draining, True)
+        if is_head:
             exch.is_head = True
         if not exch.keep_alive:
             self.last = True
@@ -238,6 +239,7 @@ class ClientConnection(asyncio.Protocol):
             self.last = True
         if upgrade:
             exch.upgrade = self.upgrading = True
+            self.unusual = True
             self._pause(UPGRADING)
         queue = self.queue
         queue.append(exch)
@@ -390,6 +392,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self._rejection is not None:
             return
         self._rejection = pages.bad_request(why)
+        self.unusual = True
         self._pause(REJECTED)
         self.buf = b""
         exch, self.reading = self.reading, None
@@ -415,4 +418,5 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.unusual = True
             self.transport.close()

@@ -14,7 +14,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from . import headers as h
 from . import pages
-from .server import MAX_HEAD, PIPELINE_MAX, QUEUED, UPSTREAM_FULL, Exchange, Proxy
+from .server import MAX_HEAD, PIPELINE_MAX, POOL_MAX_IDLE, QUEUED, UPSTREAM_FULL, Exchange, Proxy
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -232,7 +232,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.keep_alive and exch.request_done and not self.closed:
             if client.write_paused:
                 self.transport.resume_reading()  # it was paused for a slow client
-            self.proxy.put(self)
+            idle = self.proxy.pool.get(self.port)  # back to the pool (Proxy.put, inlined: this is per request)
+            if idle is not None and len(idle) < POOL_MAX_IDLE and not self.proxy.draining:
+                self.idle_ticks = 0
+                idle.append(self)
+            else:
+                self.proxy.put(self)
         else:
             self.transport.close()
         client.response_done(exch)
