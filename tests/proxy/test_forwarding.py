@@ -229,3 +229,15 @@ def test_expect_100_continue_is_relayed(proxy, two_envs) -> None:
         c.close()
     assert interim.status == 100
     assert final.status == 200 and final.json()["length"] == 5
+
+
+def test_a_deep_pipeline_is_answered_completely_and_in_order(proxy, two_envs) -> None:
+    c = proxy.client()
+    try:
+        # More than PIPELINE_MAX requests in one write: the proxy pauses reading and resumes as it answers.
+        c.send(b"".join(b"GET /echo?i=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (i, b"alpha.dev.localhost" if i % 2 else
+                                                                          b"beta.dev.localhost") for i in range(200)))
+        targets = [c.read().json()["target"] for _ in range(200)]
+    finally:
+        c.close()
+    assert targets == [f"/echo?i={i}" for i in range(200)]
