@@ -95,8 +95,8 @@ def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | No
         cut = m.start()
         if not low.startswith(_KEEP_ALIVE, cut) or _REQUEST_SPECIAL.search(low, cut + 24) is not None:
             return _request(head, client_ip, b"http")
-        head = head[:cut] + head[cut + 24:]
-        low = low[:cut] + low[cut + 24:]
+        # A lone "Connection: keep-alive" stays: it is also the option we want towards the
+        # upstream, and RFC 9110 §7.6.1 lets a proxy replace Connection with its own options.
     if _ORIGIN_FORM_11.match(head) is None:
         return _request(head, client_ip, b"http")
     m = _HOST.search(low)
@@ -192,16 +192,21 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
                    head.startswith(b"HEAD "), http11)
 
 
-def response_fast(head: bytes) -> bytes | None:
-    """A final HTTP/1.1 response head without hop-by-hop headers (but `Connection: keep-alive`), else None."""
-    low = head.lower()
+def response_fast(data: bytes, end: int, keep_alive: bool) -> bytes | None:
+    """`data` (a final HTTP/1.1 response head ending at `end`, and body bytes) ready for the client, or
+    None when the head has hop-by-hop headers beyond `Connection: keep-alive` (use `response`).
+
+    A lone `Connection: keep-alive` stays when the client connection stays open too: it is
+    then exactly our own option for it (RFC 9110 §7.6.1), and `data` goes out uncopied.
+    """
+    low = data[:end].lower()
     m = _RESPONSE_SPECIAL.search(low)
     if m is None:
-        return head
+        return data if keep_alive else data[:end - 2] + b"Connection: close\r\n\r\n" + data[end:]
     cut = m.start()
-    if low.startswith(_KEEP_ALIVE, cut) and _RESPONSE_SPECIAL.search(low, cut + 24) is None:
-        return head[:cut] + head[cut + 24:]
-    return None
+    if not low.startswith(_KEEP_ALIVE, cut) or _RESPONSE_SPECIAL.search(low, cut + 24) is not None:
+        return None
+    return data if keep_alive else data[:cut] + b"\r\nConnection: close" + data[cut + 24:]
 
 
 def response(head: bytes, *, bodyless: bool, keep_alive: bool, upgrade: bool) -> tuple[bytes, int, bool]:

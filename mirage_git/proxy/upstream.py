@@ -161,16 +161,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.begun = self.ended = 0
         self.parser.feed_data(data)  # the head and what came of the body
         self.expect_head = False
-        head = data if end == len(data) else data[:end]
-        new = h.response_fast(head)
-        if new is None or not (self.ended or self.parser.should_keep_alive()):
+        out = h.response_fast(data, end, exch.keep_alive)
+        if out is None or not (self.ended or self.parser.should_keep_alive()):
             # hop-by-hop headers to drop, or a body that may end only when the upstream closes
+            head = data[:end]
             new, framing, exch.keep_alive = h.response(head, bodyless=self.ended > 0, keep_alive=exch.keep_alive,
                                                        upgrade=False)
             self.eof_ends = framing == h.UNTIL_CLOSE
-        elif not exch.keep_alive:
-            new = new[:-2] + b"Connection: close\r\n\r\n"
-        return new if end == len(data) else new + data[end:]
+            return new if end == len(data) else new + data[end:]
+        return out
 
     def _head_general(self, data: bytes) -> bytes:
         """Interim responses, HEAD, upgrades, HTTP/1.0 and heads split across reads."""
