@@ -79,7 +79,7 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
 
 _KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths cut (lower-cased)
 _ORIGIN_FORM_11 = re.compile(rb"[^ ]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast path takes
-_HOST = re.compile(rb"\r\nhost:[ \t]*")
+_HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
@@ -99,14 +99,10 @@ def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | No
         # upstream, and RFC 9110 §7.6.1 lets a proxy replace Connection with its own options.
     if _ORIGIN_FORM_11.match(head) is None:
         return _request(head, client_ip, b"http")
-    m = _HOST.search(low)
-    if m is None:
-        raise BadRequest("HTTP/1.1 request without a Host header")
-    i = m.end()
-    j = low.find(b"\r\n", i)
-    if _HOST.search(low, j) is not None:
-        raise BadRequest("more than one Host header")
-    host = head[i:j].rstrip()
+    hosts = _HOST.findall(low)  # lower-cased: host names are case-insensitive, and it helps the route cache
+    if len(hosts) != 1:
+        raise BadRequest("more than one Host header" if hosts else "HTTP/1.1 request without a Host header")
+    host = hosts[0].rstrip()
     tail = tails.get(host) if tails is not None else None
     if tail is None:
         tail = _tail(host, client_ip, b"http")
