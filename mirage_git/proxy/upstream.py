@@ -225,11 +225,10 @@ class UpstreamConnection(asyncio.Protocol):
         return out + new_head + rest if out or rest else new_head
 
     def _done(self) -> None:
-        client, exch = self.client, self.exch
-        assert client is not None and exch is not None
+        client, exch = self.client, self.exch  # both set: called only while attached
         self.client = self.exch = None
-        if self.keep_alive and exch.request_done and not self.closed:
-            if client.write_paused:
+        if self.keep_alive and exch.request_done and not self.closed:  # type: ignore[union-attr]
+            if client.write_paused:  # type: ignore[union-attr]
                 self.transport.resume_reading()  # it was paused for a slow client
             idle = self.proxy.pool.get(self.port)  # back to the pool (Proxy.put, inlined: this is per request)
             if idle is not None and len(idle) < POOL_MAX_IDLE and not self.proxy.draining:
@@ -239,7 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.proxy.put(self)
         else:
             self.transport.close()
-        client.response_done(exch)
+        client.response_done(exch)  # type: ignore[union-attr,arg-type]
 
     def _broken(self) -> None:
         """The upstream broke HTTP: drop it, and tell the client the only way still open."""
