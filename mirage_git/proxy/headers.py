@@ -1,12 +1,17 @@
 """Rewriting HTTP/1.1 message heads on their way through the proxy (RFC 9110 §7.6, RFC 9112).
 
-The proxy works on raw head bytes: one compiled regular expression finds the few headers
-it must act on (framing, Host, hop-by-hop, X-Forwarded-*), and the new head is the old
-one with those lines cut out and ours appended, so most of a head is copied once by C
-code and never split into Python objects. llhttp has parsed and accepted the same bytes
-first (see `server`), so what reaches these functions is well-formed: one line per
-header, `name:` with no space before the colon, CRLF line ends, at most one valid
-Content-Length, and never Content-Length together with Transfer-Encoding.
+The proxy works on raw head bytes and never splits a head into Python objects. Two paths:
+
+- fast (`request`, `response_fast`): one search over the lower-cased head shows that
+  nothing but Host and a lone `Connection: keep-alive` needs attention; the request gets
+  its X-Forwarded-* lines appended, the response goes out as it came.
+- general (`_request`, `response`): one regex pass finds every header the proxy acts on
+  (framing, Host, hop-by-hop and the ones Connection lists, X-Forwarded-*) and the new
+  head is the old one with those lines cut out and ours appended.
+
+llhttp has parsed and accepted the same bytes first (see `server`), so what reaches these
+functions is well-formed: one line per header, `name:` with no space before the colon,
+CRLF line ends, at most one valid Content-Length, never Content-Length with Transfer-Encoding.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ _RESPONSE = re.compile(
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 _KEPT_REQUEST = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
-# Searched in a lower-cased head: when neither matches (or only "Connection: keep-alive" does),
-# the head needs no more than a cut and an append, done without the general rewrite.
+# Searched in a lower-cased head: when nothing matches (or only "Connection: keep-alive" does),
+# the fast path applies.
 _REQUEST_SPECIAL = re.compile(
     rb"\r\n(?:c(?:onnection|ontent-length)|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
 _RESPONSE_SPECIAL = re.compile(rb"\r\n(?:connection|keep-alive|t(?:e|railer):|upgrade|proxy)")
