@@ -1,142 +1,306 @@
 """Rewriting HTTP/1.1 message heads on their way through the proxy (RFC 9110 §7.6, RFC 9112).
 
-Pure functions over the `(name, value)` pairs httptools hands us, so they are easy to test
-and cheap: one pass over the headers, one `bytes.join`. The parser (llhttp) has already
-rejected malformed framing (Content-Length with Transfer-Encoding, duplicate or invalid
-Content-Length, bad chunk sizes); what is left here is the proxy's own duty: drop the
-hop-by-hop headers, keep the body's framing headers consistent with how we re-frame it,
-and add X-Forwarded-*.
+The proxy works on raw head bytes and never splits a head into Python objects. Two paths:
+
+- fast (`request`, `response_fast`): one search over the lower-cased head shows that
+  nothing but Host and a lone `Connection: keep-alive` needs attention; the request gets
+  its X-Forwarded-* lines appended, the response goes out as it came.
+- general (`_request`, `response`): one regex pass finds every header the proxy acts on
+  (framing, Host, hop-by-hop and the ones Connection lists, X-Forwarded-*) and the new
+  head is the old one with those lines cut out and ours appended.
+
+llhttp has parsed and accepted the same bytes first (see `server`), so what reaches these
+functions is well-formed: one line per header, `name:` with no space before the colon,
+CRLF line ends, at most one valid Content-Length, never Content-Length with Transfer-Encoding.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
-Headers = list[tuple[bytes, bytes]]
-
-# Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the
-# framing headers the proxy writes itself. Any "proxy-*" header is dropped too.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"proxy",
-    b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
-})
+# Request headers the proxy acts on. Everything else passes through untouched.
+_REQUEST = re.compile(
+    rb"\r\n(host|content-length|transfer-encoding|expect|connection|keep-alive|te|trailer|upgrade"
+    rb"|proxy(?:-[^:\r\n]*)?|x-forwarded-(?:for|proto|host)):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)",
+    re.IGNORECASE,
+)
+_RESPONSE = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
+    rb"|proxy(?:-[^:\r\n]*)?):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)",
+    re.IGNORECASE,
+)
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
-_REQUEST_SPECIAL = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-                                 b"content-length", b"expect"}
-_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+_KEPT_REQUEST = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
+
+# Searched in a lower-cased head: when nothing matches (or only "Connection: keep-alive" does),
+# the fast path applies.
+_REQUEST_SPECIAL = re.compile(
+    rb"\r\n(?:c(?:onnection|ontent-length)|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
+_RESPONSE_SPECIAL = re.compile(rb"\r\n(?:connection|keep-alive|t(?:e|railer):|upgrade|proxy)")
+
+# Response body framing.
+LENGTH = 0  # Content-Length (or no body at all)
+CHUNKED = 1
+UNTIL_CLOSE = 2  # the body ends when the upstream closes: the client connection must close too
+
+
+class BadRequest(Exception):
+    """The request is well-formed HTTP that the proxy still refuses (answered with 400)."""
 
 
 class Request(NamedTuple):
-    head: bytes  # the request line and headers to send upstream, ending with the blank line
+    head: bytes  # what to send upstream: the request with hop-by-hop headers out and X-Forwarded-* in
     host: bytes | None  # the Host header's value (or the authority of an absolute-form target)
-    error: str | None  # set when the request must be refused with 400
-    chunked: bool  # the body is chunked (we re-chunk it upstream)
-    has_body: bool
+    length: int  # Content-Length, 0 when absent
+    chunked: bool
+    keep_alive: bool  # the client wants the connection kept after the response
+    upgrade: bool  # Connection: upgrade with an Upgrade header
     expect_continue: bool
-
-
-class Response(NamedTuple):
-    lines: list[bytes]  # status line and end-to-end header lines, each ending in CRLF
-    te: bytes | None  # the Transfer-Encoding line when the upstream chunked the body (we re-chunk it)
-    has_length: bool  # the upstream framed the body with Content-Length
+    is_head: bool  # the method is HEAD: the response has no body whatever its headers say
+    http11: bool
 
 
 def _tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-def _drop_listed(lines: list[tuple[bytes, bytes]], listed: set[bytes]) -> list[tuple[bytes, bytes]]:
-    """Drop the headers that a Connection header names (the rare slow path)."""
-    return [(lname, line) for lname, line in lines if lname not in listed]
+def _cut(head: bytes, spans: list[tuple[int, int]], end: int) -> list[bytes]:
+    """`head[:end]` without the byte ranges in `spans` (sorted, non-overlapping)."""
+    parts, pos = [], 0
+    for start, stop in spans:
+        parts.append(head[pos:start])
+        pos = stop
+    parts.append(head[pos:end])
+    return parts
 
 
-def request(method: bytes, target: bytes, headers: Headers, client_ip: bytes, *, upgrade: bool,
-            proto: bytes = b"http") -> Request:
-    """The head to send upstream for a client's request, always as HTTP/1.1."""
+def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
+    """Spans of the headers a Connection header names (they are hop-by-hop too)."""
+    alternatives = b"|".join(re.escape(n) for n in sorted(names))
+    pattern = re.compile(rb"\r\n(?:" + alternatives + rb"):[^\r\n]*(?=\r\n)", re.IGNORECASE)
+    return [m.span() for m in pattern.finditer(head)]
+
+
+_KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths cut (lower-cased)
+_ORIGIN_FORM_11 = re.compile(rb"[^ ]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast path takes
+_HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
+
+
+def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
+    """Rewrite a request head (ending in CRLF CRLF) for the upstream. Raises `BadRequest`.
+
+    `tails` caches the X-Forwarded-* block per Host for one client connection. The fast
+    path covers an origin-form request whose only special headers are Host and
+    `Connection: keep-alive`; anything else takes the general path.
+    """
+    low = head.lower()
+    m = _REQUEST_SPECIAL.search(low)
+    if m is not None:
+        cut = m.start()
+        if not low.startswith(_KEEP_ALIVE, cut) or _REQUEST_SPECIAL.search(low, cut + 24) is not None:
+            return _request(head, client_ip, b"http")
+        # A lone "Connection: keep-alive" stays: it is also the option we want towards the
+        # upstream, and RFC 9110 §7.6.1 lets a proxy replace Connection with its own options.
+    if _ORIGIN_FORM_11.match(head) is None:
+        return _request(head, client_ip, b"http")
+    hosts = _HOST.findall(low)  # lower-cased: host names are case-insensitive, and it helps the route cache
+    if len(hosts) != 1:
+        raise BadRequest("more than one Host header" if hosts else "HTTP/1.1 request without a Host header")
+    host = hosts[0].rstrip()
+    tail = tails.get(host) if tails is not None else None
+    if tail is None:
+        tail = _tail(host, client_ip, b"http")
+        if tails is not None and len(tails) < 64:
+            tails[host] = tail
+    return Request(head[:-4] + tail, host, 0, False, True, False, False, head[:5] == b"HEAD ", True)
+
+
+def _tail(host: bytes | None, client_ip: bytes, proto: bytes) -> bytes:
+    tail = b"\r\nX-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + proto
+    if host is not None:
+        tail += b"\r\nX-Forwarded-Host: " + host
+    return tail + b"\r\n\r\n"
+
+
+def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
+    """The general case of `request`: any hop-by-hop or framing header, any request target."""
     host: bytes | None = None
+    host_span = (0, 0)
     forwarded_for: bytes | None = None
-    listed: set[bytes] | None = None
-    chunked = expect = False
-    length: bytes | None = None
-    upgrade_value: bytes | None = None
-    kept: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname not in _REQUEST_SPECIAL:
-            if lname.startswith(b"proxy-"):
-                continue
-            kept.append((lname, name + b": " + value + b"\r\n"))
-        elif lname == b"host":
-            if host is not None:
-                return Request(b"", None, "more than one Host header", False, False, False)
-            host = value
-        elif lname == b"content-length":
-            length = value
-            kept.append((lname, b"Content-Length: " + value + b"\r\n"))
-        elif lname == b"transfer-encoding":
-            # llhttp only accepts a request whose last coding is chunked; we re-chunk the
-            # decoded chunks, so the codings stay true as written.
-            chunked = True
-            kept.append((lname, b"Transfer-Encoding: " + value + b"\r\n"))
-        elif lname == b"connection":
-            options = _tokens(value) - _CONNECTION_OPTIONS
-            if options:
-                listed = options if listed is None else listed | options
-        elif lname == b"x-forwarded-for":
-            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-        elif lname == b"expect":
-            expect = value.strip().lower() == b"100-continue"
-            kept.append((lname, name + b": " + value + b"\r\n"))
-        elif lname == b"upgrade":
-            upgrade_value = value
-        # other hop-by-hop headers and client-sent X-Forwarded-Proto/-Host are dropped
-    if target[:1] not in (b"/", b"*") and b"://" in target:  # absolute-form: its authority wins (RFC 9112 §3.2.2)
-        authority, _, path = target.partition(b"://")[2].partition(b"/")
-        host, target = authority.rpartition(b"@")[2], b"/" + path
+    upgrade_span: tuple[int, int] | None = None
+    tokens: set[bytes] = set()
+    length, chunked, expect = 0, False, False
+    cuts: list[tuple[int, int]] = []
+    for m in _REQUEST.finditer(head):
+        name = m[1].lower()
+        if name in _KEPT_REQUEST:
+            if name == b"host":
+                if host is not None:
+                    raise BadRequest("more than one Host header")
+                host, host_span = m[2], m.span()
+            elif name == b"content-length":
+                length = int(m[2])
+            elif name == b"transfer-encoding":
+                chunked = True
+            else:
+                expect = m[2].lower() == b"100-continue"
+            continue
+        if name == b"upgrade":
+            upgrade_span = m.span()
+        else:
+            cuts.append(m.span())
+            if name == b"connection":
+                tokens |= _tokens(m[2])
+            elif name == b"x-forwarded-for":
+                forwarded_for = m[2] if forwarded_for is None else forwarded_for + b", " + m[2]
+    upgrade = upgrade_span is not None and b"upgrade" in tokens
+    if upgrade_span is not None and not upgrade:
+        cuts.append(upgrade_span)
+    listed = tokens - _CONNECTION_OPTIONS
     if listed:
-        kept = _drop_listed(kept, listed)
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    if host is not None:
-        parts.append(b"Host: " + host + b"\r\n")
-    parts.extend(line for _, line in kept)
-    if upgrade and upgrade_value is not None:
-        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
+        cuts.extend(_listed(head, listed))
+
+    line_end = head.find(b"\r\n")
+    space = head.find(b" ")
+    if head[space + 1:space + 2] not in (b"/", b"*"):
+        # absolute-form (RFC 9112 §3.2.2): route by its authority, send origin-form upstream
+        last_space = head.rfind(b" ", 0, line_end)
+        _, scheme_sep, rest = head[space + 1:last_space].partition(b"://")
+        authority, _, path = rest.partition(b"/")
+        if not scheme_sep or not authority:
+            raise BadRequest("the request target is neither a path nor an absolute URL")
+        if host is not None:
+            cuts.append(host_span)
+        host = authority.rpartition(b"@")[2]
+        cuts.append((0, line_end))
+        line = head[:space + 1] + b"/" + path + head[last_space:line_end] + b"\r\nHost: " + host
+    else:
+        line = b""
+    parts = _cut(head, sorted(cuts), len(head) - 4) if cuts else [head[:-4]]
+    if line:
+        parts.insert(0, line)
+
     xff = client_ip if forwarded_for is None else forwarded_for + b", " + client_ip
-    parts.append(b"X-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto + b"\r\n")
+    tail = b"\r\nX-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto
     if host is not None:
-        parts.append(b"X-Forwarded-Host: " + host + b"\r\n")
-    parts.append(b"\r\n")
-    has_body = chunked or (length is not None and length.strip() not in (b"0", b""))
-    return Request(b"".join(parts), host, None, chunked, has_body, expect)
+        tail += b"\r\nX-Forwarded-Host: " + host
+    if upgrade:
+        tail += b"\r\nConnection: upgrade"
+    parts.append(tail + b"\r\n\r\n")
+    http11 = head.endswith(b" HTTP/1.1", 0, line_end)
+    return Request(b"".join(parts), host, length, chunked, http11 and b"close" not in tokens, upgrade, expect,
+                   head.startswith(b"HEAD "), http11)
 
 
-def response(status: int, reason: bytes, headers: Headers, *, upgrade: bool) -> Response:
-    """The status line and end-to-end headers of an upstream response; the caller adds framing."""
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    te: bytes | None = None
-    has_length = False
-    listed: set[bytes] | None = None
-    kept: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname not in _RESPONSE_SPECIAL:
-            if not lname.startswith(b"proxy-"):
-                kept.append((lname, name + b": " + value + b"\r\n"))
-        elif lname == b"content-length":
-            has_length = True
-            kept.append((lname, b"Content-Length: " + value + b"\r\n"))
-        elif lname == b"transfer-encoding":
-            # llhttp frames the body as chunked only when chunked is the last coding; any
-            # other value means "read until close", which we re-frame ourselves.
-            if value.rstrip().lower().endswith(b"chunked"):
-                te = b"Transfer-Encoding: " + value + b"\r\n"
-        elif lname == b"connection":
-            options = _tokens(value) - _CONNECTION_OPTIONS
-            if options:
-                listed = options if listed is None else listed | options
-        elif lname == b"upgrade" and upgrade:
-            kept.append((lname, b"Connection: upgrade\r\nUpgrade: " + value + b"\r\n"))
+def response_fast(data: bytes, end: int, keep_alive: bool) -> bytes | None:
+    """`data` (a final HTTP/1.1 response head ending at `end`, and body bytes) ready for the client, or
+    None when the head has hop-by-hop headers beyond `Connection: keep-alive` (use `response`).
+
+    A lone `Connection: keep-alive` stays when the client connection stays open too: it is
+    then exactly our own option for it (RFC 9110 §7.6.1), and `data` goes out uncopied.
+    """
+    low = data[:end].lower()
+    m = _RESPONSE_SPECIAL.search(low)
+    if m is None:
+        return data if keep_alive else data[:end - 2] + b"Connection: close\r\n\r\n" + data[end:]
+    cut = m.start()
+    if not low.startswith(_KEEP_ALIVE, cut) or _RESPONSE_SPECIAL.search(low, cut + 24) is not None:
+        return None
+    return data if keep_alive else data[:cut] + b"\r\nConnection: close" + data[cut + 24:]
+
+
+def response(head: bytes, *, bodyless: bool, keep_alive: bool, upgrade: bool) -> tuple[bytes, int, bool]:
+    """Rewrite a final response head for the client.
+
+    Returns the new head, the body's framing, and whether the client connection stays open
+    afterwards (a body delimited by the upstream closing forces a close).
+    """
+    cuts: list[tuple[int, int]] = []
+    tokens: set[bytes] = set()
+    framing = UNTIL_CLOSE
+    for m in _RESPONSE.finditer(head):
+        name = m[1].lower()
+        if name == b"content-length":
+            if framing == UNTIL_CLOSE:
+                framing = LENGTH
+        elif name == b"transfer-encoding":
+            if m[2].lower().endswith(b"chunked"):
+                framing = CHUNKED
+        elif not (upgrade and name == b"upgrade"):
+            cuts.append(m.span())
+            if name == b"connection":
+                tokens |= _tokens(m[2])
+    if bodyless:
+        framing = LENGTH
+    elif framing == UNTIL_CLOSE:
+        keep_alive = False
+    listed = tokens - _CONNECTION_OPTIONS
     if listed:
-        kept = _drop_listed(kept, listed)
-    lines.extend(line for _, line in kept)
-    return Response(lines, te, has_length)
+        cuts = sorted(cuts + _listed(head, listed))
+    parts = _cut(head, cuts, len(head) - 4) if cuts else [head[:-4]]
+    if head.startswith(b"HTTP/1.0"):
+        parts[0] = b"HTTP/1.1" + parts[0][8:]
+    if upgrade:
+        parts.append(b"\r\nConnection: upgrade\r\n\r\n")
+    elif keep_alive:
+        parts.append(b"\r\n\r\n")
+    else:
+        parts.append(b"\r\nConnection: close\r\n\r\n")
+    return b"".join(parts), framing, keep_alive
+
+
+def interim(head: bytes) -> bytes:
+    """A 1xx response (100 Continue, 103 Early Hints) on its way to the client."""
+    return response(head, bodyless=True, keep_alive=True, upgrade=False)[0]
+
+
+class ChunkedEnd:
+    """Finds where a chunked body ends in a stream of bytes.
+
+    llhttp validates the chunk syntax but cannot say where in a buffer a message ended;
+    this scanner only finds that boundary, so pipelined requests after a chunked body
+    can be split off. The server checks that llhttp completes the message exactly there.
+    """
+
+    __slots__ = ("left", "line", "state")
+
+    _SIZE, _DATA, _TRAILER = 0, 1, 2
+    MAX_LINE = 8192
+
+    def __init__(self) -> None:
+        self.state = self._SIZE
+        self.left = 0  # data bytes (plus their CRLF) still to skip
+        self.line = b""
+
+    def scan(self, data: bytes, pos: int) -> int:
+        """The offset in `data` just past the body's end, or -1 when all of `data[pos:]` is body."""
+        n = len(data)
+        while pos < n:
+            if self.state == self._DATA:
+                take = min(self.left, n - pos)
+                pos += take
+                self.left -= take
+                if not self.left:
+                    self.state = self._SIZE
+                continue
+            eol = data.find(b"\n", pos)
+            if eol < 0:
+                self.line += data[pos:]
+                if len(self.line) > self.MAX_LINE:
+                    raise BadRequest("chunk header or trailer line too long")
+                return -1
+            line, self.line = self.line + data[pos:eol], b""
+            pos = eol + 1
+            if self.state == self._SIZE:
+                try:
+                    size = int(line.partition(b";")[0].strip(), 16)
+                except ValueError:
+                    raise BadRequest("invalid chunk size") from None
+                if size:
+                    self.state, self.left = self._DATA, size + 2
+                else:
+                    self.state = self._TRAILER
+            elif line in (b"", b"\r"):
+                return pos
+        return -1
