@@ -353,6 +353,12 @@ class Store:
         self.r.set(WEB_SECRET, secrets.token_urlsafe(48), nx=True)
         return self.r.get(WEB_SECRET)
 
+    def forget_access(self, host: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hdel(ACCESS_COUNT, host)
+        pipe.hdel(ACCESS_LAST, host)
+        pipe.execute()
+
     # --- helpers ------------------------------------------------------------------------
     def _hset(self, key: str, values: dict[str, Any], pipe: Any = None) -> None:
         sets = {k: json.dumps(v) if isinstance(v, dict | list) else str(v)

@@ -31,6 +31,9 @@ _RESPONSE = re.compile(
     re.IGNORECASE,
 )
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+# A Connection header may list these, but dropping them would change where a message ends (or
+# which env it is for) while its body still goes out: the start of request smuggling.
+_NEVER_DROPPED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _KEPT_REQUEST = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
 # Searched in a lower-cased head: when nothing matches (or only "Connection: keep-alive" does),
@@ -157,7 +160,7 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
     upgrade = upgrade_span is not None and b"upgrade" in tokens
     if upgrade_span is not None and not upgrade:
         cuts.append(upgrade_span)
-    listed = tokens - _CONNECTION_OPTIONS
+    listed = tokens - _CONNECTION_OPTIONS - _NEVER_DROPPED
     if listed:
         cuts.extend(_listed(head, listed))
 
@@ -235,7 +238,7 @@ def response(head: bytes, *, bodyless: bool, keep_alive: bool, upgrade: bool) ->
         framing = LENGTH
     elif framing == UNTIL_CLOSE:
         keep_alive = False
-    listed = tokens - _CONNECTION_OPTIONS
+    listed = tokens - _CONNECTION_OPTIONS - _NEVER_DROPPED
     if listed:
         cuts = sorted(cuts + _listed(head, listed))
     parts = _cut(head, cuts, len(head) - 4) if cuts else [head[:-4]]
@@ -304,3 +307,21 @@ class ChunkedEnd:
             elif line in (b"", b"\r"):
                 return pos
         return -1
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def crlf_head(data: bytes, pos: int) -> bytes:
+    """`data` with the line ends of the response head that starts at `pos` made CRLF.
+
+    CGI servers (busybox httpd among them) pass a script's `Header: x\\n\\n` through as it
+    is, and nginx accepts it; so do we, for responses only. Only the head is rewritten, never
+    the body after it. Requests from clients stay strict: leniency there is how smuggling starts.
+    """
+    blank = _BLANK_LINE.search(data, pos)
+    if blank is None or blank.group() == b"\r\n\r\n":
+        return data
+    head = _LINE_END.sub(b"\r\n", data[pos:blank.start()]) + b"\r\n\r\n"
+    return data[:pos] + head + data[blank.end():]

@@ -155,7 +155,8 @@ class UpstreamConnection(asyncio.Protocol):
             data, self.partial = self.partial + data, b""
         exch = self.exch
         end = data.find(b"\r\n\r\n")
-        if end < 0 or exch.is_head or exch.upgrade or data[9:10] == b"1" or not data.startswith(b"HTTP/1.1 "):
+        if (end < 0 or exch.is_head or exch.upgrade or data[9:10] == b"1" or not data.startswith(b"HTTP/1.1 ")
+                or data.find(b"\n\n", 0, end) >= 0):  # a head with bare LF line ends
             return self._head_general(data)
         end += 4
         self.begun = self.ended = 0
@@ -178,6 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
         out = b""
         pos = 0
         while True:
+            data = h.crlf_head(data, pos)
             end = data.find(b"\r\n\r\n", pos)
             if end < 0:
                 self.partial = data[pos:]

@@ -33,6 +33,17 @@ def test_routes_each_request_of_a_keepalive_connection_by_its_own_host(proxy, tw
     assert [first.json()["name"], second.json()["name"], third.json()["name"]] == ["A", "B", "A"]
 
 
+def test_a_response_head_with_bare_lf_line_ends_is_accepted_like_nginx_does(proxy, two_envs) -> None:
+    """CGI servers pass a script's `Header: x\\n\\n` through; the body must stay byte for byte."""
+    c = proxy.client()
+    try:
+        resp = c.get("alpha.dev.localhost", "/bare-lf")
+    finally:
+        c.close()
+    assert resp.status == 200 and resp.header("content-type") == "text/plain"
+    assert resp.body == b"from cgi\r\n\r\nstill body\n"
+
+
 def test_pipelined_requests_are_answered_in_order(proxy, two_envs) -> None:
     c = proxy.client()
     try:

@@ -96,6 +96,9 @@ class _Conn(asyncio.Protocol):
                 t.write(b"%x\r\n%b\r\n" % (len(event), event))
                 await asyncio.sleep(0.3)
             t.write(b"0\r\n\r\n")
+        elif path == "/bare-lf":  # a CGI script's own head, passed through as written (busybox httpd does this)
+            t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\nfrom cgi\r\n\r\nstill body\n")
+            t.close()
         elif path == "/close-after":  # closes without saying so: a pooled connection that went stale
             t.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             t.close()
