@@ -1,7 +1,7 @@
 """The proxy under hostile clients: a real `mirage-git proxy` process, a real Redis, a keep-alive upstream.
 
-These document bugs for the proxy's owner: each is `xfail(strict=True)`, so the suite stays
-green while they exist and turns red (XPASS) once one is fixed and its marker can go.
+Each one was a real bug: request smuggling through `Connection`, an endless head, a client
+that reads nothing, a head that trickles in (slowloris).
 """
 
 from __future__ import annotations
@@ -166,12 +166,6 @@ def test_an_endless_request_head_is_refused(proxy):
     assert answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:100]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: answers to pipelined requests are written even when the "
-                                       "client reads none of them; ClientConnection.pause_writing only pauses the "
-                                       "upstream, never reading from the client, so the write buffer grows without "
-                                       "bound: each 30-byte request for a new Host buys a fresh ~1 KB 404 page. Fix: "
-                                       "pause reading the client (a new pause reason) in pause_writing, resume in "
-                                       "resume_writing.")
 def test_a_client_that_reads_nothing_cannot_grow_the_proxy(proxy):
     port, _, pid = proxy
     start = rss_kb(pid)
@@ -187,11 +181,6 @@ def test_a_client_that_reads_nothing_cannot_grow_the_proxy(proxy):
     assert grown < 64 * 1024, f"the proxy grew by {grown // 1024} MB for one client that reads nothing"
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: a request head that trickles in a byte at a time keeps the "
-                                       "connection `active`, so idle_timeout never closes it (slowloris: each such "
-                                       "client holds a socket forever). Fix: time the head, e.g. close a client "
-                                       "whose current head is not complete within idle_timeout (or a header "
-                                       "timeout) with 408.")
 def test_a_request_head_that_trickles_in_is_timed_out(proxy):
     port, _, _ = proxy  # idle_timeout = 1 s
     with socket.create_connection(("127.0.0.1", port), timeout=1) as s:

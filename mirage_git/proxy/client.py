@@ -15,7 +15,18 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from . import headers as h
 from . import pages
-from .server import MAX_HEAD, PIPELINE_MAX, QUEUE_LIMIT, QUEUED, REJECTED, UPGRADING, UPSTREAM_FULL, Exchange, Proxy
+from .server import (
+    CLIENT_FULL,
+    MAX_HEAD,
+    PIPELINE_MAX,
+    QUEUE_LIMIT,
+    QUEUED,
+    REJECTED,
+    UPGRADING,
+    UPSTREAM_FULL,
+    Exchange,
+    Proxy,
+)
 from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -52,6 +63,7 @@ class ClientConnection(asyncio.Protocol):
         self.unusual = False  # closed, upgrading, tunnelling or rejected: data_received leaves the fast path
         self.active = True
         self.idle_ticks = 0
+        self.head_ticks = 0  # sweeps seen since the current request head began (see Proxy.sweep)
         self._feeding = False
         self._advancing = False
         self._rejection: bytes | None = None
@@ -109,16 +121,19 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self) -> None:
+        """The client is not reading: stop reading its answer, and its next requests, until it does."""
         self.write_paused = True
         up = self.tunnel or (self.queue[0].upstream if self.queue else None)
         if up is not None:
             up.transport.pause_reading()
+        self._pause(CLIENT_FULL)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         up = self.tunnel or (self.queue[0].upstream if self.queue else None)
         if up is not None and not up.closed:
             up.transport.resume_reading()
+        self._resume(CLIENT_FULL)
 
     # --- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -178,7 +193,7 @@ class ClientConnection(asyncio.Protocol):
 
         Inlined here: the common case, an HTTP/1.1 request with a Host header and no body.
         """
-        self.begun = self.ended = 0
+        self.begun = self.ended = self.head_ticks = 0
         try:
             self.parser.feed_data(head)
         except HttpParserUpgrade:
@@ -414,6 +429,13 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reasons &= ~reason
             if not self.pause_reasons and not self.closed:
                 self.transport.resume_reading()
+
+    def head_timeout(self) -> None:
+        """A request head took longer than idle_timeout to arrive (slowloris): 408 and close."""
+        if not self.queue and not self.closed:
+            self.transport.write(pages.page(408, "Request timeout", "<p>The request took too long to arrive.</p>",
+                                            close=True))
+        self.close()
 
     def close(self) -> None:
         if not self.closed:

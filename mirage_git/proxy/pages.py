@@ -15,7 +15,8 @@ from ..models import Route
 REFRESH_SECONDS = 3
 
 _REASONS = {
-    400: "Bad Request", 404: "Not Found", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 _STYLE = (

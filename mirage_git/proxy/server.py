@@ -47,6 +47,7 @@ UPSTREAM_FULL = 1  # the upstream's write buffer is full
 QUEUED = 2  # requests or body bytes are waiting for an upstream
 UPGRADING = 4  # an upgrade request waits for the upstream's answer
 REJECTED = 8  # a malformed request was read: nothing after it will be
+CLIENT_FULL = 16  # our write buffer towards the client is full: it reads nothing, so read nothing from it
 
 
 class Proxy:
@@ -75,6 +76,11 @@ class Proxy:
     def sweep(self, ticks_idle: int, ticks_pool: int) -> None:
         """Close client connections idle for `ticks_idle` sweeps and pooled upstreams idle for `ticks_pool`."""
         for client in list(self.clients):
+            if client.buf:  # in the middle of a request head: trickling bytes do not keep it alive
+                client.head_ticks += 1
+                if client.head_ticks >= ticks_idle:
+                    client.head_timeout()
+                    continue
             if client.active:
                 client.active = False
                 client.idle_ticks = 0
