@@ -1,8 +1,8 @@
-"""`mirage-git worker`: RQ worker processes, and the clean-up that runs before they start.
+"""`mirage-git worker`: supervised RQ worker processes, and the clean-up of what dead ones leave.
 
-A worker that was killed mid-job (Ctrl-C on `up`, a reboot) leaves a job marked running
-and maybe an env marked building. `recover` settles those, so the dashboard never shows
-a build that nobody is doing.
+A worker that was killed mid-job (Ctrl-C on `up`, a reboot, Redis vanishing under it)
+leaves a job marked running and maybe an env marked building. `recover` settles those, at
+start and every minute after, so the dashboard never shows a build that nobody is doing.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from datetime import UTC, datetime
 
 import docker.errors
@@ -21,6 +23,7 @@ from rq.job import JobStatus
 
 from mirage_git import queue
 from mirage_git.config import CONFIG_ENV, Config
+from mirage_git.errors import Unavailable
 from mirage_git.models import Route
 from mirage_git.store import Store
 
@@ -30,27 +33,49 @@ log = logging.getLogger("mirage.worker")
 ORPHAN_AFTER = 120.0  # seconds without a heartbeat before a started job counts as abandoned
 
 
+RECOVER_EVERY = 60.0  # seconds between checks for jobs a crashed worker left behind
+RESTART_DELAY = 2.0
+
+
 def run(config: Config, store: Store, count: int) -> None:
-    """Run `count` RQ workers until SIGINT/SIGTERM."""
+    """Run `count` RQ worker processes until SIGINT/SIGTERM, restarting any that die.
+
+    A worker dies when Redis goes away under it; this parent outlives that, restarts it
+    once Redis answers again, and keeps settling jobs a dead worker left behind.
+    """
     if config.path:
         os.environ[CONFIG_ENV] = str(config.path)
     runtime.connect()  # fail now, with the fix, rather than on the first job
     recover(config, store)
-    if count == 1:
-        _work(config)
-        return
-    procs = [multiprocessing.get_context("fork").Process(target=_work, args=(config,), name=f"worker-{i}")
-             for i in range(count)]
+    fork = multiprocessing.get_context("fork")
+    procs = [fork.Process(target=_work, args=(config,), name=f"worker-{i}") for i in range(count)]
     for proc in procs:
         proc.start()
+    stopping = threading.Event()
 
     def forward(signum: int, _frame: object) -> None:
+        stopping.set()
         for proc in procs:
             if proc.pid and proc.is_alive():
                 os.kill(proc.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    next_recover = time.monotonic() + RECOVER_EVERY
+    while not stopping.wait(1.0):
+        for i, proc in enumerate(procs):
+            if not proc.is_alive() and not stopping.is_set():
+                log.warning("%s exited with status %s; restarting it in %.0fs", proc.name, proc.exitcode,
+                            RESTART_DELAY)
+                stopping.wait(RESTART_DELAY)
+                procs[i] = fork.Process(target=_work, args=(config,), name=proc.name)
+                procs[i].start()
+        if time.monotonic() >= next_recover:
+            next_recover = time.monotonic() + RECOVER_EVERY
+            try:
+                recover(config, store)
+            except (redis.RedisError, docker.errors.DockerException, Unavailable) as exc:
+                log.warning("could not check for abandoned jobs: %s", exc)
     for proc in procs:
         proc.join()
 
@@ -69,6 +94,8 @@ def recover(config: Config, store: Store) -> None:
     for job in store.jobs(limit=500):
         if job.status not in ("running", "queued"):
             continue
+        if job.status == "queued" and time.time() - job.created_at < ORPHAN_AFTER:
+            continue  # a young job may sit between its record and its RQ job for a moment
         try:
             rq_job = RQJob.fetch(job.id, connection=conn)
             status = rq_job.get_status()
