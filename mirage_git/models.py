@@ -67,6 +67,7 @@ class Job:
     error: str | None = None
     repo: str | None = None  # the repository a push landed in, when it differs from the app's
     quarantine: str | None = None  # a push's object directory while its pre-receive hook waits (see worker.source)
+    runner: str | None = None  # "<hostname>:<pid>" of the process running it, to spot one that died
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None

@@ -6,6 +6,8 @@ the log page, `mirage-git logs --follow` and a `git push` show a build as it hap
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +58,8 @@ class JobLog:
             self.store.update_job(self.job_id, steps=self.steps)
 
     def start(self) -> None:
-        self.store.update_job(self.job_id, status="running", started_at=time.time())
+        self.store.update_job(self.job_id, status="running", started_at=time.time(),
+                              runner=f"{socket.gethostname()}:{os.getpid()}")
 
     def finish(self, status: str, line: str, error: str | None = None) -> None:
         """Write the last line (the one sentence a reader needs) and close the job."""

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ def run(config: Config, store: Store, count: int) -> None:
                 stopping.wait(RESTART_DELAY)
                 procs[i] = fork.Process(target=_work, args=(config,), name=proc.name)
                 procs[i].start()
+                next_recover = 0.0  # it may have left a job behind: look now
         if time.monotonic() >= next_recover:
             next_recover = time.monotonic() + RECOVER_EVERY
             try:
@@ -96,12 +98,10 @@ def recover(config: Config, store: Store) -> None:
             continue
         if job.status == "queued" and time.time() - job.created_at < ORPHAN_AFTER:
             continue  # a young job may sit between its record and its RQ job for a moment
-        try:
-            rq_job = RQJob.fetch(job.id, connection=conn)
-            status = rq_job.get_status()
-            beat = rq_job.last_heartbeat
-        except rq.exceptions.NoSuchJobError:
+        if job.status == "running" and _runner_died(job.runner):
             status, beat = None, None
+        else:
+            status, beat = _rq_state(conn, job.id)
         if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             continue
         if status == JobStatus.STARTED and beat and _age(beat) < ORPHAN_AFTER:
@@ -115,6 +115,28 @@ def recover(config: Config, store: Store) -> None:
                 store.set_route(Route(job.host, job.app, job.branch, "failed", job_id=job.id))
         log.warning("job %s was interrupted; marked failed", job.id)
     _check_containers(store)
+
+
+def _rq_state(conn: redis.Redis, job_id: str) -> tuple[JobStatus | None, datetime | None]:
+    try:
+        rq_job = RQJob.fetch(job_id, connection=conn)
+        return rq_job.get_status(), rq_job.last_heartbeat
+    except rq.exceptions.NoSuchJobError:
+        return None, None
+
+
+def _runner_died(runner: str | None) -> bool:
+    """True when the job ran on this machine in a process that no longer exists."""
+    host, _, pid = (runner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
 
 
 def _check_containers(store: Store) -> None:
