@@ -29,6 +29,12 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(launcher.bp)
     app.register_blueprint(git_http.bp)  # /git/: its own Basic auth (push_token); keep it out of any UI login
 
+    @app.after_request
+    def no_sniffing(resp):  # type: ignore[no-untyped-def]
+        # Logs and error texts carry what builds and pushers wrote: never let a browser guess they are HTML.
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return resp
+
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]
         return jsonify(ok=True)

@@ -72,6 +72,7 @@ def test_doctor_says_what_is_missing(service: Service):
     assert bad.returncode == 1
     docker_line = next(line for line in bad.stdout.splitlines() if "docker " in line and "FAIL" in line)
     assert "apt-get install -y docker.io" in docker_line and "dockerd" in docker_line
+    assert "userland proxy" not in bad.stdout, "nothing is known of the engine's settings when it is unreachable"
 
 
 def test_dead_docker_stops_the_worker_with_one_line(service: Service):

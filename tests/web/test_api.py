@@ -251,3 +251,9 @@ def test_openapi_document_describes_every_route(app, client):
             routes |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == documented
     assert json.dumps(doc)  # serialisable, no Python-only values
+
+
+def test_logs_and_errors_are_never_sniffed_as_html(client, store):
+    job = launch(client)
+    for path in (f"/api/jobs/{job['id']}/log", "/api/jobs/nope", f"/jobs/{job['id']}"):
+        assert client.get(path).headers["X-Content-Type-Options"] == "nosniff", path
