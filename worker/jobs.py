@@ -114,7 +114,6 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
         with log.step("health", f"Waiting for {appcfg.health_path} to answer"):
             runtime.wait_healthy(client, container, host_ports[port], appcfg.health_path, job.host,
                                  appcfg.health_timeout, log)
-            runtime.keep_running(container)
         with log.step("route", "Routing traffic to the new version"):
             previous = ctx.store.env(job.host)
             route = Route(job.host, app, branch, "live", port=host_ports[port],
@@ -128,6 +127,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
             new_container = new_image = None  # it is live now: never remove it on the way out
             log(f"{job.host} → 127.0.0.1:{host_ports[port]}")
         with log.step("cleanup", "Retiring the previous version"):
+            runtime.keep_running(container)  # live now: Docker restarts it after a crash or an engine restart
             time.sleep(DRAIN_SECONDS)  # let requests already sent to the old version finish
             for old in runtime.branch_containers(client, instance, app, branch):
                 if old["Id"] != container.id:
