@@ -32,6 +32,16 @@ FIXTURES = HERE.parent / "fixtures" / "webhooks"
 SECRET = "It's a Secret to Everybody"
 PUSH_TOKEN = "push:token/for tests"
 BUSYBOX = Path("/bin/busybox")
+# The test app, with a build that takes 4 s. The sleep comes after `COPY www`, so that new
+# content is never a build-cache hit.
+SLOW_DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+COPY www /www
+RUN ["/bin/busybox", "sleep", "4"]
+COPY start.sh /start.sh
+EXPOSE 8080
+CMD ["/bin/busybox", "sh", "/start.sh"]
+"""
 
 
 def free_port() -> int:

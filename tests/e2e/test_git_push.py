@@ -13,6 +13,7 @@ import requests
 
 from .harness import (
     PUSH_TOKEN,
+    SLOW_DOCKERFILE,
     AppRepo,
     Service,
     containers,
@@ -22,16 +23,6 @@ from .harness import (
     ref,
     remote_lines,
 )
-
-# The sleep comes after `COPY www`, so that new content is never a build-cache hit.
-SLOW_DOCKERFILE = """FROM scratch
-COPY busybox /bin/busybox
-COPY www /www
-RUN ["/bin/busybox", "sleep", "4"]
-COPY start.sh /start.sh
-EXPOSE 8080
-CMD ["/bin/busybox", "sh", "/start.sh"]
-"""
 
 
 def push_host(service: Service, slug: str) -> str:

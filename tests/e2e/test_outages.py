@@ -10,16 +10,7 @@ import time
 from mirage_git import embedded_redis
 from mirage_git.store import Store
 
-from .harness import AppRepo, cleanup_docker
-
-SLOW = """FROM scratch
-COPY busybox /bin/busybox
-COPY www /www
-RUN ["/bin/busybox", "sleep", "4"]
-COPY start.sh /start.sh
-EXPOSE 8080
-CMD ["/bin/busybox", "sh", "/start.sh"]
-"""
+from .harness import SLOW_DOCKERFILE, AppRepo, cleanup_docker
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -48,7 +39,7 @@ def test_redis_dying_mid_deploy_leaves_no_job_running_forever_and_workers_carry_
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = Store.from_url(url)
     try:
-        app_repo.commit("mid-outage", {"Dockerfile": SLOW, "www/index.html": "slow\n"})
+        app_repo.commit("mid-outage", {"Dockerfile": SLOW_DOCKERFILE, "www/index.html": "slow\n"})
         out = cli("deploy", app, "mid-outage", "--no-follow")
         assert out.returncode == 0, out.stderr
         stuck = out.stdout.strip()
