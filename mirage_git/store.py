@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
@@ -282,21 +282,10 @@ class Store:
         Yields `("", {})` every `poll` seconds of silence so streaming callers can send a
         keep-alive and notice a dropped client.
         """
-        while True:
-            batch = self.r.xread({_log(job_id): after}, count=1000, block=int(poll * 1000))
-            entries: Sequence[LogEntry] = batch[0][1] if batch else []
-            for entry in entries:
-                after = entry[0]
-                yield entry
-                if "end" in entry[1]:
-                    return
-            if not entries:
-                job = self.job(job_id)
-                if job is None or job.done:
-                    # The job may have written its last lines between our read and this check.
-                    yield from self.log(job_id, after)
-                    return
+        for batch in self.follow_log_batches(job_id, after, poll):
+            if not batch:
                 yield "", {}
+            yield from batch
 
     def follow_log_batches(self, job_id: str, after: str = "0-0", poll: float = 1.0,
                            count: int = 1000) -> Iterator[list[LogEntry]]:
