@@ -85,6 +85,10 @@ def run(config: Config, store: Store, count: int) -> None:
 def _work(config: Config) -> None:
     from . import jobs  # noqa: F401  (imported once here, so each forked job starts warm)
 
+    # Out of the terminal's process group: Ctrl-C reaches the parent alone, which passes it on
+    # once. Twice (the group's and the parent's) would make RQ kill the running job at once.
+    os.setpgid(0, 0)
+
     conn = redis.Redis.from_url(config.effective_redis_url)
     worker = rq.Worker([queue.QUEUE_NAME], connection=conn)
     worker.work(logging_level="INFO", with_scheduler=False)
