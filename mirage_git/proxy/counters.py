@@ -27,12 +27,8 @@ class AccessCounter:
     def __init__(self, store: Store, interval: float = FLUSH_SECONDS) -> None:
         self.store = store
         self.interval = interval
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # the request path adds to it directly: no call per request
         self._failed = False
-
-    def hit(self, host: str) -> None:
-        counts = self.counts
-        counts[host] = counts.get(host, 0) + 1
 
     async def run(self) -> None:
         """Flush every `interval` seconds until cancelled (then flush once more)."""
