@@ -2,16 +2,20 @@
 
 The proxy works on raw head bytes and never splits a head into Python objects. Two paths:
 
-- fast (`request`, `response_fast`): one search over the lower-cased head shows that
+- fast (`FAST_REQUEST`, `FAST_RESPONSE`): one scan over the lower-cased head shows that
   nothing but Host and a lone `Connection: keep-alive` needs attention; the request gets
   its X-Forwarded-* lines appended, the response goes out as it came.
-- general (`_request`, `response`): one regex pass finds every header the proxy acts on
+- general (`request`, `response`): one regex pass finds every header the proxy acts on
   (framing, Host, hop-by-hop and the ones Connection lists, X-Forwarded-*) and the new
   head is the old one with those lines cut out and ours appended.
 
 llhttp has parsed and accepted the same bytes first (see `server`), so what reaches these
 functions is well-formed: one line per header, `name:` with no space before the colon,
 CRLF line ends, at most one valid Content-Length, never Content-Length with Transfer-Encoding.
+
+Python pays per call far more than per byte here (a regex search over a whole head costs
+about what two `bytes` method calls do), so the fast paths are built from as few calls as
+the checks allow.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ _KEPT_REQUEST = frozenset({b"host", b"content-length", b"transfer-encoding", b"e
 # the fast path applies.
 _REQUEST_SPECIAL = re.compile(
     rb"\r\n(?:c(?:onnection|ontent-length)|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
-_RESPONSE_SPECIAL = re.compile(rb"\r\n(?:connection|keep-alive|t(?:e|railer):|upgrade|proxy)")
 
 # Response body framing.
 LENGTH = 0  # Content-Length (or no body at all)
@@ -86,16 +89,30 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
 
 
 _KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths cut (lower-cased)
-_ORIGIN_FORM_11 = re.compile(rb"[^ ]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast path takes
+ORIGIN_FORM_11 = re.compile(rb"[^ \r\n]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast paths take
 _HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
+
+# The request fast path's one scan, over the lower-cased head: `findall` gives the Host value
+# for a well-formed Host line and b"" for every header that needs the general path (another
+# Host, framing, hop-by-hop, Expect, X-Forwarded-*). Exactly one item, and not empty: the
+# request needs nothing but X-Forwarded-* appended. A lone `Connection: keep-alive` passes.
+FAST_REQUEST = re.compile(
+    rb"\r\n(?:host:[ \t]*([^\s]+)(?=[ \t]*\r\n)|host|c(?:onnection(?!: keep-alive\r\n)|ontent-length)"
+    rb"|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
+
+# The response fast path: an HTTP/1.1 final status line (`data[:10]` in FAST_STATUS), and no
+# match for FAST_RESPONSE in the lower-cased head, which finds hop-by-hop headers (bar a lone
+# `Connection: keep-alive`, our own option for a client connection that stays open) and bare-LF
+# line ends (the head may then end elsewhere). Such a response goes out exactly as it came.
+FAST_STATUS = frozenset(b"HTTP/1.1 %d" % digit for digit in range(2, 6))
+FAST_RESPONSE = re.compile(rb"\n(?:\n|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)")
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
     """Rewrite a request head (ending in CRLF CRLF) for the upstream. Raises `BadRequest`.
 
-    `tails` caches the X-Forwarded-* block per Host for one client connection. The fast
-    path covers an origin-form request whose only special headers are Host and
-    `Connection: keep-alive`; anything else takes the general path.
+    `tails` caches the X-Forwarded-* block per Host for one client connection. Requests
+    with nothing special (see `FAST_REQUEST`) only get that block appended.
     """
     low = head.lower()
     m = _REQUEST_SPECIAL.search(low)
@@ -105,7 +122,7 @@ def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | No
             return _request(head, client_ip, b"http")
         # A lone "Connection: keep-alive" stays: it is also the option we want towards the
         # upstream, and RFC 9110 §7.6.1 lets a proxy replace Connection with its own options.
-    if _ORIGIN_FORM_11.match(head) is None:
+    if ORIGIN_FORM_11.match(head) is None:
         return _request(head, client_ip, b"http")
     hosts = _HOST.findall(low)  # lower-cased: host names are case-insensitive, and it helps the route cache
     if len(hosts) != 1:
@@ -113,13 +130,14 @@ def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | No
     host = hosts[0].rstrip()
     tail = tails.get(host) if tails is not None else None
     if tail is None:
-        tail = _tail(host, client_ip, b"http")
+        tail = forwarded(host, client_ip)
         if tails is not None and len(tails) < 64:
             tails[host] = tail
     return Request(head[:-4] + tail, host, 0, False, True, False, False, head[:5] == b"HEAD ", True)
 
 
-def _tail(host: bytes | None, client_ip: bytes, proto: bytes) -> bytes:
+def forwarded(host: bytes | None, client_ip: bytes, proto: bytes = b"http") -> bytes:
+    """The X-Forwarded-* lines that end every request head we send upstream (with the blank line)."""
     tail = b"\r\nX-Forwarded-For: " + client_ip + b"\r\nX-Forwarded-Proto: " + proto
     if host is not None:
         tail += b"\r\nX-Forwarded-Host: " + host
@@ -194,23 +212,6 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
     http11 = head.endswith(b" HTTP/1.1", 0, line_end)
     return Request(b"".join(parts), host, length, chunked, http11 and b"close" not in tokens, upgrade, expect,
                    head.startswith(b"HEAD "), http11)
-
-
-def response_fast(data: bytes, end: int, keep_alive: bool) -> bytes | None:
-    """`data` (a final HTTP/1.1 response head ending at `end`, and body bytes) ready for the client, or
-    None when the head has hop-by-hop headers beyond `Connection: keep-alive` (use `response`).
-
-    A lone `Connection: keep-alive` stays when the client connection stays open too: it is
-    then exactly our own option for it (RFC 9110 §7.6.1), and `data` goes out uncopied.
-    """
-    low = data[:end].lower()
-    m = _RESPONSE_SPECIAL.search(low)
-    if m is None:
-        return data if keep_alive else data[:end - 2] + b"Connection: close\r\n\r\n" + data[end:]
-    cut = m.start()
-    if not low.startswith(_KEEP_ALIVE, cut) or _RESPONSE_SPECIAL.search(low, cut + 24) is not None:
-        return None
-    return data if keep_alive else data[:cut] + b"\r\nConnection: close" + data[cut + 24:]
 
 
 def response(head: bytes, *, bodyless: bool, keep_alive: bool, upgrade: bool) -> tuple[bytes, int, bool]:

@@ -97,21 +97,11 @@ class RouteTable:
             self._live = [(h, self.config.env_url(h)) for h, r in sorted(self.routes.items()) if r.state == "live"]
         return self._live
 
-    def resolver(self, target: int | None) -> Callable[[bytes], Decision]:
-        """A cached `Host → Decision` function for a listener; `target` is its container port (None = main)."""
-        cache: dict[bytes, Decision] = {}
-        self._caches.append(cache)
-
-        def resolve(raw_host: bytes) -> Decision:
-            decision = cache.get(raw_host)
-            if decision is None:
-                decision = self.decide(normalise_host(raw_host), target)
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                cache[raw_host] = decision
-            return decision
-
-        return resolve
+    def resolver(self, target: int | None) -> Resolver:
+        """A cached `Host → Decision` lookup for a listener; `target` is its container port (None = main)."""
+        resolver = Resolver(self, target)
+        self._caches.append(resolver.cache)
+        return resolver
 
     def decide(self, host: str, target: int | None) -> Decision:
         route = self.routes.get(host)
@@ -127,6 +117,30 @@ class RouteTable:
             why = "has no port to forward to" if target is None else f"does not publish container port {target}"
             return Decision(host, None, pages.bad_gateway(host, f"this environment {why}."), True)
         return Decision(host, port, None, True)
+
+
+class Resolver:
+    """`Host` header value → `Decision`, for one listener, cached until the routes change.
+
+    The request path reads `cache` itself (a dict lookup costs less than a call) and
+    calls the resolver only on a miss.
+    """
+
+    __slots__ = ("cache", "table", "target")
+
+    def __init__(self, table: RouteTable, target: int | None) -> None:
+        self.cache: dict[bytes, Decision] = {}
+        self.table = table
+        self.target = target
+
+    def __call__(self, raw_host: bytes) -> Decision:
+        decision = self.cache.get(raw_host)
+        if decision is None:
+            decision = self.table.decide(normalise_host(raw_host), self.target)
+            if len(self.cache) >= _CACHE_MAX:
+                self.cache.clear()
+            self.cache[raw_host] = decision
+        return decision
 
 
 class RouteFeed:

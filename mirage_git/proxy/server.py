@@ -85,6 +85,8 @@ class Proxy:
                 client.active = False
                 client.idle_ticks = 0
             else:
+                if client.spare is not None:  # quiet for a whole sweep: its upstream goes where the pool ages it
+                    client.release_spare()
                 client.idle_ticks += 1
                 if client.idle_ticks >= ticks_idle:
                     client.close()

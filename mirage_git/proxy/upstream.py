@@ -14,7 +14,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from . import headers as h
 from . import pages
-from .server import MAX_HEAD, PIPELINE_MAX, POOL_MAX_IDLE, QUEUED, UPSTREAM_FULL, Exchange, Proxy
+from .server import MAX_HEAD, PIPELINE_MAX, QUEUED, UPSTREAM_FULL, Exchange, Proxy
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -42,6 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sent = False  # some of the current response reached the client
         self.eof_ends = False  # the response body is delimited by the upstream closing the connection
         self.keep_alive = True
+        self.plain = False  # the exchange's response can take the fast path: not HEAD, not an upgrade, kept alive
 
     def attach(self, client: ClientConnection, exch: Exchange, reused: bool) -> None:
         self.client = client
@@ -49,6 +50,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = reused
         self.sent = self.eof_ends = False
         self.expect_head = True
+        self.plain = exch.keep_alive and not (exch.is_head or exch.upgrade)
         exch.upstream = self
         if exch.body:
             data = b"".join([exch.head, *exch.body])
@@ -143,7 +145,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.ended += 1
-        self.keep_alive = self.parser.should_keep_alive()
 
     # --- reading a response --------------------------------------------------------------
     def _head(self, data: bytes) -> bytes:
@@ -153,24 +154,19 @@ class UpstreamConnection(asyncio.Protocol):
         """
         if self.partial:
             data, self.partial = self.partial + data, b""
-        exch = self.exch
-        end = data.find(b"\r\n\r\n")
-        if (end < 0 or exch.is_head or exch.upgrade or data[9:10] == b"1" or not data.startswith(b"HTTP/1.1 ")
-                or data.find(b"\n\n", 0, end) >= 0):  # a head with bare LF line ends
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4 or not self.plain or data[:10] not in h.FAST_STATUS or h.FAST_RESPONSE.search(data[:end].lower()):
             return self._head_general(data)
-        end += 4
         self.begun = self.ended = 0
         self.parser.feed_data(data)  # the head and what came of the body
         self.expect_head = False
-        out = h.response_fast(data, end, exch.keep_alive)
-        if out is None or not (self.ended or self.parser.should_keep_alive()):
-            # hop-by-hop headers to drop, or a body that may end only when the upstream closes
-            head = data[:end]
-            new, framing, exch.keep_alive = h.response(head, bodyless=self.ended > 0, keep_alive=exch.keep_alive,
-                                                       upgrade=False)
+        if not (self.ended or self.parser.should_keep_alive()):  # the body ends only when the upstream closes
+            exch = self.exch
+            new, framing, exch.keep_alive = h.response(data[:end], bodyless=False, keep_alive=True, upgrade=False)
             self.eof_ends = framing == h.UNTIL_CLOSE
+            self.keep_alive = False
             return new if end == len(data) else new + data[end:]
-        return out
+        return data
 
     def _head_general(self, data: bytes) -> bytes:
         """Interim responses, HEAD, upgrades, HTTP/1.0 and heads split across reads."""
@@ -224,6 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
                 raise HttpParserError("101 response without Upgrade")
         else:
             self.parser.feed_data(data if pos == 0 else data[pos:])
+            self.keep_alive = self.parser.should_keep_alive()
         return out + new_head + rest if out or rest else new_head
 
     def _done(self) -> None:
@@ -232,10 +229,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.keep_alive and exch.request_done and not self.closed:  # type: ignore[union-attr]
             if client.write_paused:  # type: ignore[union-attr]
                 self.transport.resume_reading()  # it was paused for a slow client
-            idle = self.proxy.pool.get(self.port)  # back to the pool (Proxy.put, inlined: this is per request)
-            if idle is not None and len(idle) < POOL_MAX_IDLE and not self.proxy.draining:
-                self.idle_ticks = 0
-                idle.append(self)
+            if client.spare is None and not client.closed and not self.proxy.draining:  # type: ignore[union-attr]
+                client.spare = self  # kept for the client's next request (see ClientConnection._start)
             else:
                 self.proxy.put(self)
         else:

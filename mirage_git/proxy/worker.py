@@ -21,7 +21,7 @@ from ..config import Config
 from ..store import Store
 from .client import ClientConnection
 from .counters import AccessCounter
-from .routes import Decision, RouteFeed, RouteTable
+from .routes import Resolver, RouteFeed, RouteTable
 from .server import POOL_IDLE_SECONDS, Proxy
 
 log = logging.getLogger("mirage_git.proxy")
@@ -88,7 +88,7 @@ async def _serve(config: Config, listeners: list[Listener]) -> None:
     await asyncio.sleep(0)  # let transports finish closing
 
 
-def _factory(proxy: Proxy, resolve: Callable[[bytes], Decision]) -> Callable[[], ClientConnection]:
+def _factory(proxy: Proxy, resolve: Resolver) -> Callable[[], ClientConnection]:
     return lambda: ClientConnection(proxy, resolve)
 
 
