@@ -222,7 +222,12 @@ class ClientConnection(asyncio.Protocol):
             self.last = True
         self.queue.append(exch)
         exch.started = True
-        self._start(exch)
+        up = self.spare
+        if up is not None and up.port == decision.port and not up.closed:  # _start's first case, inlined
+            self.spare = None
+            up.attach(self, exch, True)
+        else:
+            self._start(exch)
         return True
 
     def _request(self, head: bytes) -> None:
