@@ -212,9 +212,7 @@ class ClientConnection(asyncio.Protocol):
             if len(self.tails) < 64:
                 self.tails[host] = tail
         decision = self.decisions.get(host) or self.resolve(host)
-        if decision.known:
-            counts = self.proxy.counter.counts
-            counts[decision.host] = counts.get(decision.host, 0) + 1
+        decision.hits += 1
         exch = Exchange(decision, data[:-4] + tail, not self.proxy.draining, True)
         if data[0] == 72 and data.startswith(b"HEAD "):  # 72: "H"
             exch.is_head = True
@@ -250,9 +248,7 @@ class ClientConnection(asyncio.Protocol):
         if upgraded and has_body:
             raise h.BadRequest("an upgrade request cannot have a body")
         decision = self.resolve(host or b"")
-        if decision.known:
-            counts = self.proxy.counter.counts
-            counts[decision.host] = counts.get(decision.host, 0) + 1
+        decision.hits += 1
         exch = Exchange(decision, new_head, keep_alive and not self.proxy.draining, not has_body)
         if is_head:
             exch.is_head = True

@@ -1,9 +1,10 @@
 """Access statistics: counted in memory on the request path, written to Redis in batches.
 
-Counting is one dict update per request; a task on the event loop swaps the dict out
-every `interval` seconds and hands it to a thread that calls `Store.record_access`, so
-a slow or absent Redis never delays a request. A batch that could not be written is
-merged back and retried with the next one.
+The request path only adds one to its `Decision.hits` (an attribute, cheaper than any
+dict update). Every `interval` seconds a task on the event loop collects the hits per
+host (`RouteTable.take_hits`) and hands them to a thread that calls `Store.record_access`,
+so a slow or absent Redis never delays a request. A batch that could not be written is
+kept and retried with the next one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -24,10 +26,11 @@ FLUSH_SECONDS = 1.0
 class AccessCounter:
     """Requests per host since the last flush. `last_seen` is the flush time, so accurate to `interval`."""
 
-    def __init__(self, store: Store, interval: float = FLUSH_SECONDS) -> None:
+    def __init__(self, store: Store, collect: Callable[[], dict[str, int]], interval: float = FLUSH_SECONDS) -> None:
         self.store = store
+        self.collect = collect  # hits per host since the last call (called on the event loop)
         self.interval = interval
-        self.counts: dict[str, int] = {}  # the request path adds to it directly: no call per request
+        self.counts: dict[str, int] = {}  # collected, not yet written
         self._failed = False
 
     async def run(self) -> None:
@@ -37,10 +40,11 @@ class AccessCounter:
                 await asyncio.sleep(self.interval)
                 await self.flush()
         finally:
-            if self.counts:
-                await asyncio.shield(self.flush())
+            await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
+        for host, n in self.collect().items():
+            self.counts[host] = self.counts.get(host, 0) + n
         if not self.counts:
             return
         counts, self.counts = self.counts, {}

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -36,13 +36,14 @@ class Decision:
     slot access is the fastest attribute access CPython has.
     """
 
-    __slots__ = ("host", "known", "page", "port")
+    __slots__ = ("hits", "host", "known", "page", "port")
 
     def __init__(self, host: str, port: int | None, page: bytes | None, known: bool) -> None:
         self.host = host
         self.port = port
         self.page = page
-        self.known = known  # the host has a route (counted in access statistics)
+        self.known = known  # the host has a route (its hits count in access statistics)
+        self.hits = 0  # requests since `RouteTable.take_hits` last looked
 
     def __repr__(self) -> str:
         return f"Decision({self.host!r}, port={self.port}, page={self.page is not None}, known={self.known})"
@@ -68,6 +69,7 @@ class RouteTable:
         self.loaded = False
         self._caches: list[dict[bytes, Decision]] = []
         self._live: list[tuple[str, str]] | None = None
+        self._hits: dict[str, int] = {}  # hits of decisions dropped from a cache, not yet taken
 
     def replace(self, routes: dict[str, Route]) -> None:
         self.loaded = True
@@ -89,7 +91,27 @@ class RouteTable:
     def _changed(self) -> None:
         self._live = None
         for cache in self._caches:
-            cache.clear()
+            self.forget(cache)
+
+    def forget(self, cache: dict[bytes, Decision]) -> None:
+        """Empty a decision cache, keeping the hits its decisions counted."""
+        self._add_hits(cache.values(), self._hits)
+        cache.clear()
+
+    def take_hits(self) -> dict[str, int]:
+        """Requests per routed host since the last call (for `AccessCounter`)."""
+        hits, self._hits = self._hits, {}
+        for cache in self._caches:
+            self._add_hits(cache.values(), hits)
+        return hits
+
+    @staticmethod
+    def _add_hits(decisions: Iterable[Decision], hits: dict[str, int]) -> None:
+        for decision in decisions:
+            if decision.hits:
+                if decision.known:
+                    hits[decision.host] = hits.get(decision.host, 0) + decision.hits
+                decision.hits = 0
 
     def live(self) -> list[tuple[str, str]]:
         """(host, url) of every live env, for the 404 page."""
@@ -138,7 +160,7 @@ class Resolver:
         if decision is None:
             decision = self.table.decide(normalise_host(raw_host), self.target)
             if len(self.cache) >= _CACHE_MAX:
-                self.cache.clear()
+                self.table.forget(self.cache)
             self.cache[raw_host] = decision
         return decision
 

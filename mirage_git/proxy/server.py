@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .client import ClientConnection
-    from .counters import AccessCounter
     from .routes import Decision
     from .upstream import UpstreamConnection
 
@@ -51,12 +50,10 @@ CLIENT_FULL = 16  # our write buffer towards the client is full: it reads nothin
 
 
 class Proxy:
-    """What one worker process shares between its connections: settings, upstream pool, counters."""
+    """What one worker process shares between its connections: settings, the upstream pool, the clients."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, counter: AccessCounter, *, connect_timeout: float,
-                 idle_timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, connect_timeout: float, idle_timeout: float) -> None:
         self.loop = loop
-        self.counter = counter
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.pool: dict[int, list[UpstreamConnection]] = {}

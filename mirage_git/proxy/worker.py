@@ -56,8 +56,8 @@ async def _serve(config: Config, listeners: list[Listener]) -> None:
     table = RouteTable(config)
     feed = RouteFeed(store, table, loop)
     feed.start()
-    counter = AccessCounter(store)
-    proxy = Proxy(loop, counter, connect_timeout=config.proxy.connect_timeout,
+    counter = AccessCounter(store, table.take_hits)
+    proxy = Proxy(loop, connect_timeout=config.proxy.connect_timeout,
                   idle_timeout=config.proxy.idle_timeout)
     await loop.run_in_executor(None, feed.ready.wait, FIRST_LOAD_SECONDS)
     await asyncio.sleep(0)  # let the first table the feed handed over be applied

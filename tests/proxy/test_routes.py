@@ -120,3 +120,24 @@ def test_an_invalid_route_is_ignored_and_the_others_still_served(proxy, store, u
     assert _status(proxy.port, "sound.dev.localhost") == 200
     assert _status(proxy.port, "garbled.dev.localhost") == 404
     assert "ignoring the invalid route for garbled.dev.localhost" in proxy.logs()
+
+
+def test_hits_are_counted_per_host_and_survive_route_changes(tmp_path: Path) -> None:
+    """Unit: the request path only bumps Decision.hits; take_hits must not lose any of them."""
+    from mirage_git import config
+    from mirage_git.models import Route
+    from mirage_git.proxy import routes
+
+    cfg = config.parse({"data_dir": str(tmp_path), "apps": {"a": {"repo": str(tmp_path)}}})
+    table = routes.RouteTable(cfg)
+    table.replace({"one.dev.localhost": Route("one.dev.localhost", "a", "one", "live", port=1)})
+    resolve = table.resolver(None)
+    for raw in (b"one.dev.localhost", b"ONE.dev.localhost:80", b"one.dev.localhost", b"nobody.dev.localhost"):
+        resolve(raw).hits += 1
+    assert table.take_hits() == {"one.dev.localhost": 3}  # the unrouted host is not counted
+    assert table.take_hits() == {}
+
+    resolve(b"one.dev.localhost").hits += 2
+    table.update("two.dev.localhost", Route("two.dev.localhost", "a", "two", "live", port=2))  # clears the cache
+    resolve(b"one.dev.localhost").hits += 1
+    assert table.take_hits() == {"one.dev.localhost": 3}
