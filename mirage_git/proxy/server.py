@@ -8,10 +8,15 @@ A `ClientConnection` splits the client's byte stream into requests and routes ea
 on its own Host header, so one keep-alive connection can reach several environments.
 Requests wait in a queue and are answered in order (pipelining). Each is forwarded on
 a pooled keep-alive `UpstreamConnection`, which finds the end of the response and
-strips its hop-by-hop headers.
+strips its hop-by-hop headers. A client connection keeps the upstream connection of its
+last exchange for its next request (`ClientConnection.spare`), and gives it back to the
+pool when it goes quiet or away: a busy keep-alive client then skips the pool, and both
+sockets stay warm in the CPU's caches.
 
-Parsing costs Python time per request, so it is kept to what routing and framing need:
-a head is found with `bytes.find`; `headers` rewrites it with a search or two over the
+Parsing costs Python time per request, so it is kept to what routing and framing need,
+done in as few calls as possible (in CPython a call costs more than a scan of a whole
+head): the common request, one bodyless HTTP/1.1 request in one read, takes one pass
+through `ClientConnection._fast`; `headers` checks a head with one search over the
 lower-cased bytes (a regex pass over every header only when something unusual is there);
 and the head is fed whole to llhttp (httptools), which validates it (the smuggling
 defences live there: CL+TE, duplicate or invalid Content-Length, bad chunk syntax → 400)

@@ -12,6 +12,7 @@ import pytest
 import websockets.asyncio.client
 
 from .conftest import Client, ProxyProcess, add_route
+from .upstream import Upstream
 
 
 @pytest.fixture
@@ -252,3 +253,29 @@ def test_a_deep_pipeline_is_answered_completely_and_in_order(proxy, two_envs) ->
     finally:
         c.close()
     assert targets == [f"/echo?i={i}" for i in range(200)]
+
+
+def test_a_client_keeps_its_upstream_connection_and_gives_it_back_when_quiet(proxy, store) -> None:
+    with Upstream("S") as up:
+        host = "spare.dev.localhost"
+        add_route(store, proxy.port, host, up.port)
+        time.sleep(0.2)  # the probe client has gone: its upstream connection is in the pool
+        assert up.connections == 1
+        a, b = proxy.client(), proxy.client()
+        try:
+            for _ in range(5):
+                assert a.get(host).json()["name"] == "S"
+            assert up.connections == 1  # a took the pooled connection and keeps it between its requests
+            assert b.get(host).status == 200
+            assert up.connections == 2  # a still holds that one, so b needed another
+            time.sleep(1.5)  # quiet for a few sweeps: both connections go back to the pool
+            c = proxy.client()
+            try:
+                assert c.get(host).status == 200
+                assert a.get(host).status == 200
+            finally:
+                c.close()
+            assert up.connections == 2  # c and a were served from the pool
+        finally:
+            a.close()
+            b.close()
