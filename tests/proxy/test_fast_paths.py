@@ -1,0 +1,271 @@
+"""Hostile and unusual input against the request and response fast paths (`ClientConnection._fast`,
+`UpstreamConnection._head`) and the upstream connection a client keeps between its requests.
+
+The upstream here is raw: it records every head exactly as it arrived and answers from a script,
+so a test can see what the proxy really sent and make the upstream misbehave at a precise moment.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .conftest import Client, ProxyProcess, add_route
+
+Script = Callable[[int, int, bytes], "tuple[bytes | None, bool]"]
+
+
+def echo(conn: int, index: int, head: bytes) -> tuple[bytes | None, bool]:
+    """The default script: the head as it arrived, as the body."""
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(head), head), False
+
+
+class RawUpstream:
+    """A keep-alive upstream on raw sockets. `script(conn, index, head)` gives (answer or None, close after)."""
+
+    def __init__(self, script: Script = echo) -> None:
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.heads: list[bytes] = []
+        self.leftover: list[bytes] = []  # bytes a connection held when it closed: half a request, or garbage
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        buf, index = b"", 0
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        if buf.strip():
+                            self.leftover.append(buf)
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                head += b"\r\n\r\n"
+                self.heads.append(head)
+                answer, close = self.script(number, index, head)
+                index += 1
+                if answer is not None:
+                    conn.sendall(answer)
+                if close:
+                    return
+
+
+@pytest.fixture
+def raw(store, proxy: ProxyProcess) -> Iterator[tuple[str, RawUpstream]]:
+    up = RawUpstream()
+    host = "raw.dev.localhost"
+    add_route(store, proxy.port, host, up.port)
+    up.heads.clear()
+    yield host, up
+    up.close()
+
+
+def exchange(proxy: ProxyProcess, raw_request: bytes, n: int = 1) -> list:
+    c = proxy.client()
+    try:
+        c.send(raw_request)
+        return [c.read() for _ in range(n)]
+    finally:
+        c.close()
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trailer", [b"\r\n", b"\r\n\r\n", b"\n\n\r\n\r\n"])
+def test_stray_line_ends_after_a_request_do_not_cut_the_forwarded_headers_off(proxy, raw, trailer) -> None:
+    """llhttp skips line ends after a message, so `_fast` took `GET ...\\r\\n\\r\\n\\r\\n` for one request and
+    appended X-Forwarded-* after a blank line: the upstream got a request without them, then garbage."""
+    host, up = raw
+    (resp,) = exchange(proxy, b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n" + trailer)
+    time.sleep(0.2)
+    assert resp.status == 200
+    assert b"\r\nX-Forwarded-For: 127.0.0.1\r\n" in resp.body, resp.body
+    assert resp.body.endswith(b"\r\nX-Forwarded-Host: " + host.encode() + b"\r\n\r\n"), resp.body
+    assert len(up.heads) == 1 and not up.leftover, (up.heads, up.leftover)
+
+
+@pytest.mark.parametrize("name", [b"X-Forwarded-For", b"x-forwarded-for", b"X-FORWARDED-FOR", b"x-FoRwArDeD-fOr"])
+def test_a_client_x_forwarded_for_in_any_casing_is_appended_to(proxy, raw, name) -> None:
+    host, _ = raw
+    (resp,) = exchange(proxy, b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + name + b": 6.6.6.6\r\n"
+                              b"X-FORWARDED-HOST: evil\r\nx-forwarded-PROTO: https\r\n\r\n")
+    head = resp.body.lower()
+    assert head.count(b"\r\nx-forwarded-for:") == 1 and b"\r\nx-forwarded-for: 6.6.6.6, 127.0.0.1\r\n" in head
+    assert b"evil" not in head and b"https" not in head, head
+
+
+@pytest.mark.parametrize("header", [b"CONNECTION: close", b"Connection: Close", b"connection:close",
+                                    b"Connection: keep-alive, close"])
+def test_connection_close_in_any_casing_is_honoured_and_not_forwarded(proxy, raw, header) -> None:
+    host, _ = raw
+    c = proxy.client()
+    try:
+        c.send(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + header + b"\r\n\r\n")
+        resp = c.read()
+        assert c.closed()
+    finally:
+        c.close()
+    assert resp.status == 200 and resp.header("connection") == "close"
+    assert b"close" not in resp.body.lower(), resp.body
+
+
+@pytest.mark.parametrize("header", [b"KEEP-ALIVE: timeout=5", b"te: trailers", b"TRAILER: X-T", b"UPGRADE: h2c",
+                                    b"Proxy-Authorization: x", b"PROXY-CONNECTION: keep-alive"])
+def test_request_hop_by_hop_headers_in_any_casing_are_dropped(proxy, raw, header) -> None:
+    host, _ = raw
+    (resp,) = exchange(proxy, b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + header + b"\r\n\r\n")
+    assert resp.status == 200 and header.split(b":")[0].lower() not in resp.body.lower(), resp.body
+
+
+def test_a_good_request_then_a_malformed_one_in_the_same_read(proxy, raw) -> None:
+    host, up = raw
+    c = proxy.client()
+    try:
+        c.send(b"GET /good HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n"
+               b"GET /bad HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        first, second = c.read(), c.read()
+    finally:
+        c.close()
+    assert first.status == 200 and first.body.startswith(b"GET /good ")
+    assert second.status == 400
+    assert [head.split(b" ")[1] for head in up.heads] == [b"/good"]
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", [b"CONNECTION: x-hop", b"KEEP-ALIVE: timeout=5", b"Proxy-Authenticate: Basic",
+                                    b"TRAILER: X-T", b"Upgrade: h2c", b"connection: keep-alive, X-Hop"])
+def test_response_hop_by_hop_headers_in_any_casing_are_dropped(proxy, store, header) -> None:
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
+        return b"HTTP/1.1 200 OK\r\n" + header + b"\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok", False
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "hop.dev.localhost", up.port)
+        c = proxy.client()
+        try:
+            resp = c.get("hop.dev.localhost")
+            again = c.get("hop.dev.localhost")
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert resp.body == b"ok" and again.body == b"ok"
+    name = header.split(b":")[0].decode()
+    assert resp.header(name) is None, resp.headers
+    if b"x-hop" in header.lower():
+        assert resp.header("x-hop") is None, resp.headers
+
+
+def test_an_upstream_connection_close_is_not_reused_even_if_the_socket_lingers(proxy, store) -> None:
+    """The upstream says `Connection: close` and closes a little later: no request may be sent after it."""
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
+        if head.startswith(b"GET /probe"):
+            return echo(conn, index, head)
+        time.sleep(0.05) if index else None
+        return b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "linger.dev.localhost", up.port)
+        c = proxy.client()
+        try:
+            answers = [c.get("linger.dev.localhost", "/x") for _ in range(3)]
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert [(r.status, r.body) for r in answers] == [(200, b"ok")] * 3
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodyless_status_with_content_length_does_not_swallow_the_next_response(proxy, store, status) -> None:
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
+        if head.startswith(b"GET /empty"):
+            return b"HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\n" % status, False
+        return echo(conn, index, head)
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "empty.dev.localhost", up.port)
+        c = proxy.client()
+        try:
+            first = c.get("empty.dev.localhost", "/empty")
+            second = c.get("empty.dev.localhost", "/next")
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert first.status == status and second.status == 200 and second.body.startswith(b"GET /next ")
+
+
+def test_a_kept_upstream_connection_closed_on_the_next_request_is_retried(proxy, store) -> None:
+    """The upstream's keep-alive timer fires just as the next request arrives: a GET is resent once."""
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes | None, bool]:
+        if head.startswith(b"GET /probe") or conn != 2 or index == 0:
+            return echo(conn, index, head)
+        return None, True  # the second request on the client's kept connection: closed unanswered
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "stale.dev.localhost", up.port)  # the probe uses connection 1, then pools it
+        a, b = proxy.client(), proxy.client()
+        try:
+            assert a.get("stale.dev.localhost", "/probe").status == 200  # a keeps connection 1
+            assert b.get("stale.dev.localhost", "/one").status == 200  # b opens connection 2 and keeps it
+            second = b.get("stale.dev.localhost", "/two")
+        finally:
+            a.close()
+            b.close()
+    finally:
+        up.close()
+    assert second.status == 200 and second.body.startswith(b"GET /two "), second
+
+
+def test_a_route_moving_to_another_port_between_two_requests_is_followed(proxy, store) -> None:
+    one, two = RawUpstream(lambda c, i, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none", False)), \
+        RawUpstream(lambda c, i, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", False))
+    try:
+        host = "moving.dev.localhost"
+        add_route(store, proxy.port, host, one.port)
+        c = proxy.client()
+        try:
+            assert c.get(host).body == b"one"
+            add_route(store, proxy.port, host, two.port)
+            assert c.get(host).body == b"two"
+            store.delete_route(host)
+            time.sleep(0.3)
+            gone = c.get(host)
+        finally:
+            c.close()
+    finally:
+        one.close()
+        two.close()
+    assert gone.status == 404
