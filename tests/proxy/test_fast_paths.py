@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import Client, ProxyProcess, add_route
+from .conftest import ProxyProcess, add_route
 
 Script = Callable[[int, int, bytes], "tuple[bytes | None, bool]"]
 
