@@ -269,3 +269,98 @@ def test_a_route_moving_to_another_port_between_two_requests_is_followed(proxy, 
         one.close()
         two.close()
     assert gone.status == 404
+
+
+ALONE = {  # each alone in one read, so `_fast` sees it first (test_pages sends these with a request after)
+    "two hosts": b"GET / HTTP/1.1\r\nHost: {h}\r\nHost: other.dev.localhost\r\n\r\n",
+    "two hosts, odd casing": b"GET / HTTP/1.1\r\nhost: {h}\r\nHOST: other.dev.localhost\r\n\r\n",
+    "no host": b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n",
+    "content-length and chunked": b"GET / HTTP/1.1\r\nHost: {h}\r\nCONTENT-LENGTH: 0\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n",
+    "space before colon": b"GET / HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding : chunked\r\n\r\n",
+    "tab before colon": b"GET / HTTP/1.1\r\nHost: {h}\r\nContent-Length\t: 0\r\n\r\n",
+    "folded host": b"GET / HTTP/1.1\r\nHost: {h}\r\n other.dev.localhost\r\n\r\n",
+    "bare LF in a header": b"GET / HTTP/1.1\r\nHost: {h}\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+    "bare CR in a header": b"GET / HTTP/1.1\r\nHost: {h}\rX-Forwarded-For: 6.6.6.6\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("payload", ALONE.values(), ids=ALONE.keys())
+def test_a_refused_request_alone_in_its_read_gets_400(proxy, raw, payload) -> None:
+    host, up = raw
+    c = proxy.client()
+    try:
+        c.send(payload.replace(b"{h}", host.encode()))
+        answer = c.read()
+        assert c.closed()
+    finally:
+        c.close()
+    assert answer.status == 400 and answer.header("connection") == "close"
+    assert up.heads == []
+
+
+@pytest.mark.parametrize("line", [b"OPTIONS * HTTP/1.1", b"GET http://{h}/abs HTTP/1.1"])
+def test_unusual_request_targets_are_forwarded_in_origin_or_asterisk_form(proxy, raw, line) -> None:
+    host, _ = raw
+    (resp,) = exchange(proxy, line.replace(b"{h}", host.encode()) + b"\r\nHost: " + host.encode() + b"\r\n\r\n")
+    assert resp.status == 200
+    assert resp.body.split(b"\r\n")[0] in (b"OPTIONS * HTTP/1.1", b"GET /abs HTTP/1.1"), resp.body
+    assert resp.body.lower().count(b"\r\nhost:") == 1
+
+
+def test_a_body_until_close_without_connection_close_closes_the_client_too(proxy, store) -> None:
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
+        if head.startswith(b"GET /probe"):
+            return echo(conn, index, head)
+        return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"y" * 3000, True
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "eof.dev.localhost", up.port)
+        c = proxy.client()
+        try:
+            c.send(b"GET /x HTTP/1.1\r\nHost: eof.dev.localhost\r\n\r\n")
+            resp = c.read()  # reads to the close
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert resp.header("connection") == "close" and resp.body == b"y" * 3000
+
+
+def test_http10_keep_alive_request_is_answered_and_closed(proxy, raw) -> None:
+    host, _ = raw
+    c = proxy.client()
+    try:
+        c.send(b"GET / HTTP/1.0\r\nHost: " + host.encode() + b"\r\nConnection: keep-alive\r\n\r\n")
+        resp = c.read()
+        assert c.closed()
+    finally:
+        c.close()
+    assert resp.status == 200 and resp.header("connection") == "close"
+    assert b"\r\nConnection: keep-alive" not in resp.body, resp.body
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\r\n",
+                                  b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\nX-A: b\r\n\r\n",
+                                  b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\n\n"])
+def test_a_response_head_with_some_bare_lf_line_ends_is_accepted(proxy, store, head) -> None:
+    """What `headers.crlf_head` accepts on the general path, the fast path must not turn into a 502."""
+    def script(conn: int, index: int, req: bytes) -> tuple[bytes, bool]:
+        if req.startswith(b"GET /echo"):  # add_route's probe
+            return echo(conn, index, req)
+        return head + b"from cgi\r\n\r\nstill body\n", True
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "cgi.dev.localhost", up.port)
+        c = proxy.client()
+        try:
+            c.send(b"GET /x HTTP/1.1\r\nHost: cgi.dev.localhost\r\n\r\n")
+            resp = c.read()
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert resp.status == 200 and resp.header("content-type") == "text/plain"
+    assert resp.body == b"from cgi\r\n\r\nstill body\n"
