@@ -102,10 +102,11 @@ FAST_REQUEST = re.compile(
 
 # The response fast path: an HTTP/1.1 final status line (`data[:10]` in FAST_STATUS), and no
 # match for FAST_RESPONSE in the lower-cased head, which finds hop-by-hop headers (bar a lone
-# `Connection: keep-alive`, our own option for a client connection that stays open) and bare-LF
-# line ends (the head may then end elsewhere). Such a response goes out exactly as it came.
+# `Connection: keep-alive`, our own option for a client connection that stays open) and any bare
+# LF (`(?<!\r\n)`: the head may then end elsewhere, and llhttp refuses what `crlf_head` repairs).
+# Such a response goes out exactly as it came.
 FAST_STATUS = frozenset(b"HTTP/1.1 %d" % digit for digit in range(2, 6))
-FAST_RESPONSE = re.compile(rb"\n(?:\n|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)")
+FAST_RESPONSE = re.compile(rb"\n(?:(?<!\r\n)|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)")
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
@@ -312,6 +313,7 @@ class ChunkedEnd:
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def crlf_head(data: bytes, pos: int) -> bytes:
@@ -322,7 +324,7 @@ def crlf_head(data: bytes, pos: int) -> bytes:
     the body after it. Requests from clients stay strict: leniency there is how smuggling starts.
     """
     blank = _BLANK_LINE.search(data, pos)
-    if blank is None or blank.group() == b"\r\n\r\n":
+    if blank is None or (blank.group() == b"\r\n\r\n" and _BARE_LF.search(data, pos, blank.start()) is None):
         return data
     head = _LINE_END.sub(b"\r\n", data[pos:blank.start()]) + b"\r\n\r\n"
     return data[:pos] + head + data[blank.end():]
