@@ -97,7 +97,7 @@ def exchange(proxy: ProxyProcess, raw_request: bytes, n: int = 1) -> list:
 # --- requests ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("trailer", [b"\r\n", b"\r\n\r\n", b"\n\n\r\n\r\n"])
+@pytest.mark.parametrize("trailer", [b"\r\n", b"\r\n\r\n", b"\n\n\r\n\r\n", b"\r\r\n\r\n"])
 def test_stray_line_ends_after_a_request_do_not_cut_the_forwarded_headers_off(proxy, raw, trailer) -> None:
     """llhttp skips line ends after a message, so `_fast` took `GET ...\\r\\n\\r\\n\\r\\n` for one request and
     appended X-Forwarded-* after a blank line: the upstream got a request without them, then garbage."""
