@@ -201,9 +201,9 @@ class ClientConnection(asyncio.Protocol):
             self.parser = HttpRequestParser(self)
             return False
         found = h.FAST_REQUEST.findall(data.lower())
-        # data[-5] == LF: llhttp skipped stray line ends after the message, so the head does not end
-        # where `data` does (appending to data[:-4] would put X-Forwarded-* after the blank line).
-        if (self.begun != 1 or self.ended != 1 or len(found) != 1 or not found[0] or data[-5] == 10
+        # data[-5] is CR or LF: llhttp skipped stray line ends after the message, so the head does not
+        # end where `data` does (appending to data[:-4] would put X-Forwarded-* after the blank line).
+        if (self.begun != 1 or self.ended != 1 or len(found) != 1 or not found[0] or data[-5] in b"\r\n"
                 or h.ORIGIN_FORM_11.match(data) is None):
             self.parser = HttpRequestParser(self)
             return False
