@@ -364,3 +364,27 @@ def test_a_response_head_with_some_bare_lf_line_ends_is_accepted(proxy, store, h
         up.close()
     assert resp.status == 200 and resp.header("content-type") == "text/plain"
     assert resp.body == b"from cgi\r\n\r\nstill body\n"
+
+
+def test_an_unasked_for_101_is_a_bad_gateway_and_not_resent(proxy, store) -> None:
+    """llhttp raises HttpParserUpgrade (not an HttpParserError) for any 101: it escaped data_received,
+    asyncio logged a fatal error, and the request was sent again on a new connection."""
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
+        if head.startswith(b"GET /echo"):  # add_route's probe
+            return echo(conn, index, head)
+        return b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n", False
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "switch.dev.localhost", up.port)
+        up.heads.clear()
+        c = proxy.client()
+        try:
+            resp = c.get("switch.dev.localhost", "/x")
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert resp.status == 502
+    assert len(up.heads) == 1, up.heads
+    assert "Fatal error" not in proxy.logs()
