@@ -94,7 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
                 out = data
             if self.begun > 1 or self.ended > 1:
                 raise HttpParserError("data after the end of the response")
-        except HttpParserError as exc:
+        except (HttpParserError, HttpParserUpgrade) as exc:  # the latter: a 101 we did not ask for
             log.warning("upstream on port %d sent an invalid response: %s", self.port, exc)
             self._broken()
             return
