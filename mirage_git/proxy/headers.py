@@ -102,11 +102,12 @@ FAST_REQUEST = re.compile(
 
 # The response fast path: an HTTP/1.1 final status line (`data[:10]` in FAST_STATUS), and no
 # match for FAST_RESPONSE in the lower-cased head, which finds hop-by-hop headers (bar a lone
-# `Connection: keep-alive`, our own option for a client connection that stays open) and any bare
-# LF (`(?<!\r\n)`: the head may then end elsewhere, and llhttp refuses what `crlf_head` repairs).
-# Such a response goes out exactly as it came.
+# `Connection: keep-alive`, our own option for a client connection that stays open) and a bare-LF
+# blank line (the head may then end elsewhere). Such a response goes out exactly as it came. A
+# head with other bare LFs is refused by llhttp, and the fast path then hands it to the general
+# one, where `crlf_head` repairs it (a lookbehind for them here would cost every response more).
 FAST_STATUS = frozenset(b"HTTP/1.1 %d" % digit for digit in range(2, 6))
-FAST_RESPONSE = re.compile(rb"\n(?:(?<!\r\n)|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)")
+FAST_RESPONSE = re.compile(rb"\n(?:\n|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)")
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:

@@ -158,7 +158,11 @@ class UpstreamConnection(asyncio.Protocol):
         if end < 4 or not self.plain or data[:10] not in h.FAST_STATUS or h.FAST_RESPONSE.search(data[:end].lower()):
             return self._head_general(data)
         self.begun = self.ended = 0
-        self.parser.feed_data(data)  # the head and what came of the body
+        try:
+            self.parser.feed_data(data)  # the head and what came of the body
+        except HttpParserError:  # perhaps bare LFs that the general path repairs: it starts afresh
+            self.parser = HttpResponseParser(self)
+            return self._head_general(data)
         self.expect_head = False
         if not (self.ended or self.parser.should_keep_alive()):  # the body ends only when the upstream closes
             exch = self.exch
