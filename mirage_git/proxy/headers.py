@@ -88,7 +88,7 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(head)]
 
 
-_KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths cut (lower-cased)
+_KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths let through
 ORIGIN_FORM_11 = re.compile(rb"[^ \r\n]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast paths take
 _HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
 
