@@ -114,13 +114,19 @@ def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
         if kind != "tree":
             raise SourceError(f"the commit has no folder {subdir!r} (the app's `context`)")
         proc = repo.git.archive("--format=tar", treeish, as_process=True)
+        unpacked = False
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 tar.extractall(dest, filter="data")
+            unpacked = True
         except (tarfile.TarError, OSError) as exc:
             raise SourceError(f"could not unpack the commit's tree: {exc}") from None
         finally:
-            proc.wait()
+            if unpacked:
+                proc.wait()
+            else:  # git may be blocked writing to a pipe nobody reads any more: waiting alone would hang
+                proc.proc.kill()
+                proc.proc.wait()
 
 
 def _has_commit(repo: git.Repo, commit: str) -> bool:
