@@ -218,6 +218,8 @@ class ClientConnection(asyncio.Protocol):
         exch = Exchange(decision, data[:-4] + tail, not self.proxy.draining, True)
         if data[0] == 72 and data.startswith(b"HEAD "):  # 72: "H"
             exch.is_head = True
+        elif data[0] != 71 and not data.startswith(h.IDEMPOTENT):  # 71: "G"
+            exch.replayable = False
         if not exch.keep_alive:
             self.last = True
         self.queue.append(exch)
@@ -254,6 +256,8 @@ class ClientConnection(asyncio.Protocol):
         exch = Exchange(decision, new_head, keep_alive and not self.proxy.draining, not has_body)
         if is_head:
             exch.is_head = True
+        elif not head.startswith(h.IDEMPOTENT):
+            exch.replayable = False
         if not http11:
             exch.http10 = True
         if has_body:

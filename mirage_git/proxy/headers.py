@@ -89,6 +89,9 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
 
 
 _KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths let through
+# Requests that may be sent again when a pooled connection dies before answering (RFC 9110 §9.2.2):
+# the upstream may have acted on one it never answered, so a POST or PATCH is never resent.
+IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ", b"PUT ", b"DELETE ", b"TRACE ")
 ORIGIN_FORM_11 = re.compile(rb"[^ \r\n]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast paths take
 _HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
 

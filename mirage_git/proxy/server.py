@@ -124,7 +124,7 @@ class Exchange:
         self.head = head
         self.keep_alive = keep_alive
         self.request_done = request_done
-        self.replayable = request_done  # no body: can be resent if a pooled connection turned out dead
+        self.replayable = request_done  # no body (and, set by the client, an idempotent method): can be resent
         self.body: tuple[bytes, ...] | list[bytes] = ()  # request body bytes waiting for an upstream
         self.buffered = 0
         self.http10 = False  # an HTTP/1.0 client: gets no 1xx responses

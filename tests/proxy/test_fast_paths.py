@@ -249,6 +249,33 @@ def test_a_kept_upstream_connection_closed_on_the_next_request_is_retried(proxy,
     assert second.status == 200 and second.body.startswith(b"GET /two "), second
 
 
+@pytest.mark.parametrize("request_head", [
+    b"POST /two HTTP/1.1\r\nHost: stale.dev.localhost\r\n\r\n",  # the fast path
+    b"PATCH /two HTTP/1.1\r\nHost: stale.dev.localhost\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",  # the general one
+])
+def test_a_non_idempotent_request_on_a_connection_that_dies_is_never_resent(proxy, store, request_head) -> None:
+    """The upstream may have acted on a POST it never answered: the client gets 502, the upstream one copy."""
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes | None, bool]:
+        if index == 0:
+            return echo(conn, index, head)
+        return None, True  # read, perhaps acted on, and closed unanswered
+
+    up = RawUpstream(script)
+    try:
+        add_route(store, proxy.port, "stale.dev.localhost", up.port)
+        c = proxy.client()
+        try:
+            assert c.get("stale.dev.localhost", "/one").status == 200
+            c.send(request_head)
+            second = c.read()
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert second.status == 502, second
+    assert sum(head.startswith(request_head.split(b" ")[0] + b" /two ") for head in up.heads) == 1, up.heads
+
+
 def test_a_route_moving_to_another_port_between_two_requests_is_followed(proxy, store) -> None:
     one, two = RawUpstream(lambda c, i, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none", False)), \
         RawUpstream(lambda c, i, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", False))
