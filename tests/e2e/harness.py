@@ -32,11 +32,13 @@ FIXTURES = HERE.parent / "fixtures" / "webhooks"
 SECRET = "It's a Secret to Everybody"
 PUSH_TOKEN = "push:token/for tests"
 BUSYBOX = Path("/bin/busybox")
-# The test app, with a build that takes 4 s. The sleep comes after `COPY www`, so that new
-# content is never a build-cache hit.
-SLOW_DOCKERFILE = """FROM scratch
+# The test app, with a build that takes 4 s. The sleep comes after `COPY www` and a label unique
+# to this test run, so that it is never a build-cache hit: not for new content, and not for the
+# same content built by an earlier run on the same Docker engine.
+SLOW_DOCKERFILE = f"""FROM scratch
 COPY busybox /bin/busybox
 COPY www /www
+LABEL mirage.test.run={os.urandom(8).hex()}
 RUN ["/bin/busybox", "sleep", "4"]
 COPY start.sh /start.sh
 EXPOSE 8080

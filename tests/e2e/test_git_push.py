@@ -287,7 +287,7 @@ def test_disconnecting_mid_build_lets_the_deploy_finish(service: Service, app_re
     push.wait_for("==> Building the image")
     os.killpg(push.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals git and its git-remote-http
     assert push.finish(30) != 0
-    if any("live at" in line for line in push.lines):  # seen once in CI: the log reached git in one burst
+    if any("live at" in line for line in push.lines):  # a cached build step did this; the label now prevents it
         pytest.skip("the pusher saw the deploy finish before it could be interrupted")
     job = service.wait_job(job_of(service, push.remote)["id"])
     assert job["status"] == "succeeded", service.log(job["id"])
