@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
-import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,14 +96,22 @@ def fetch_pushed(cache: Path, origin: str, branch: str, commit: str, quarantine:
             return repo.git.rev_parse(f"{commit}^{{commit}}")
 
 
+MAX_TREE_BYTES = 2 << 30  # a build context larger than this is refused before anything is written
+
+
 def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
     """Write the tree of `commit` (only `subdir` of it, unless ".") into the empty folder `dest`.
 
-    `git archive` streams the tree straight into the extractor; the `data` filter refuses
-    absolute paths and links that point outside `dest`.
+    git writes the files itself (`read-tree` into a private index, then `checkout-index`):
+    it refuses entries named `..` or `.git` and trees that hold one name twice, and never
+    writes through a symlink, so a hostile tree cannot put a file outside `dest`. (tarfile's
+    extraction filter is bypassable on the Python versions we support: CVE-2025-4517.)
+    Symlinks are written as symlinks; Docker resolves them inside the build context.
     """
     treeish = commit if subdir in ("", ".") else f"{commit}:{subdir.strip('/')}"
+    dest = dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
+    index = dest.with_name(dest.name + ".index")
     with git.Repo(cache) as repo:
         try:
             # Not `<commit>:<dir>^{tree}`: after the colon, git reads "^{tree}" as part of the path.
@@ -113,20 +120,28 @@ def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
             kind = None
         if kind != "tree":
             raise SourceError(f"the commit has no folder {subdir!r} (the app's `context`)")
-        proc = repo.git.archive("--format=tar", treeish, as_process=True)
-        unpacked = False
+        size = _tree_bytes(repo, treeish)
+        if size > MAX_TREE_BYTES:
+            raise SourceError(f"the commit's tree holds {size / (1 << 30):.1f} GiB of files; "
+                              f"the limit for a build context is {MAX_TREE_BYTES / (1 << 30):.0f} GiB")
+        env = {"GIT_INDEX_FILE": str(index)}
         try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                tar.extractall(dest, filter="data")
-            unpacked = True
-        except (tarfile.TarError, OSError) as exc:
-            raise SourceError(f"could not unpack the commit's tree: {exc}") from None
+            repo.git.read_tree(f"{treeish}^{{tree}}" if treeish == commit else treeish, env=env)
+            repo.git.execute(["git", f"--work-tree={dest}", "checkout-index", "--all", "--force"], env=env)
+        except git.GitCommandError as exc:
+            raise SourceError(f"could not write the commit's tree: {_git_reason(exc)}") from None
         finally:
-            if unpacked:
-                proc.wait()
-            else:  # git may be blocked writing to a pipe nobody reads any more: waiting alone would hang
-                proc.proc.kill()
-                proc.proc.wait()
+            index.unlink(missing_ok=True)
+
+
+def _tree_bytes(repo: git.Repo, treeish: str) -> int:
+    """The total size of the blobs under `treeish`, as a checkout would write them."""
+    total = 0
+    for entry in repo.git.ls_tree("-r", "-l", "-z", treeish).split("\0"):
+        size = entry.split("\t", 1)[0].rsplit(" ", 1)[-1].strip() if entry else "-"
+        if size.isdigit():  # "-" for submodule entries, which are not checked out
+            total += int(size)
+    return total
 
 
 def _has_commit(repo: git.Repo, commit: str) -> bool:
