@@ -197,3 +197,30 @@ def test_a_request_head_that_trickles_in_is_timed_out(proxy):
                 closed = True
                 break
     assert closed, "the proxy kept a never-ending request head open for 8 s with idle_timeout = 1 s"
+
+
+def test_empty_lines_alone_do_not_keep_a_connection_open(proxy):
+    port, _, _ = proxy  # idle_timeout = 1 s
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        closed = False
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            try:
+                s.sendall(b"\r\n")  # "empty lines before a request", forever
+            except OSError:
+                closed = True
+                break
+            if select.select([s], [], [], 0.3)[0]:
+                closed = True
+                break
+    assert closed, "the proxy kept a connection sending only empty lines open for 8 s with idle_timeout = 1 s"
+
+
+def test_a_request_head_over_the_limit_in_one_read_is_refused(proxy):
+    port, upstream, _ = proxy
+    head = b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head)
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert not any(b"X-Big" in r for r in upstream.requests)

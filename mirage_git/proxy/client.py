@@ -173,8 +173,12 @@ class ClientConnection(asyncio.Protocol):
             if self.upgrading:
                 self.early.append(data[pos:])
                 return
-            while data.startswith(b"\r\n", pos):  # stray CRLFs between requests are allowed
-                pos += 2
+            while pos < n and data[pos] in b"\r\n":  # empty lines before a request are ignored (RFC 9112 §2.2)
+                pos += 1
+            if pos == n:
+                if not self.queue:
+                    self.active = False  # empty lines alone do not keep an idle connection open
+                return
             end = data.find(b"\r\n\r\n", pos)
             if end < 0:
                 self.buf = data[pos:]
@@ -194,6 +198,8 @@ class ClientConnection(asyncio.Protocol):
         else it returns False having changed nothing but the parser (a fresh one), and the
         read takes the general path.
         """
+        if len(data) > MAX_HEAD:
+            return False
         self.begun = self.ended = 0
         try:
             self.parser.feed_data(data)  # validates; begun == ended == 1: exactly one message, and no body
@@ -398,7 +404,10 @@ class ClientConnection(asyncio.Protocol):
         """Answer `exch` with one of our own pages."""
         if self.closed:
             return
-        if not exch.keep_alive or exch.upgrade:
+        if exch.decision.closes:  # the page says "Connection: close" itself
+            exch.keep_alive = False
+            self.last = True
+        elif not exch.keep_alive or exch.upgrade:
             exch.keep_alive = False
             page = page.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
         self.transport.write(page)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +28,10 @@ log = logging.getLogger("mirage_git.proxy")
 
 RESYNC_SECONDS = 1.0
 _CACHE_MAX = 4096  # distinct Host values remembered per listener; more are recomputed
+# A Host value (RFC 9110 §7.2: uri-host [":" port]): an IP literal or a reg-name, at most a DNS
+# name's length. Anything else gets 400 and is never cached, so odd Host values cannot grow a cache.
+_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]{0,253})(?::[0-9]{0,5})?")
+INVALID_HOST = pages.bad_request("The Host header is not a valid host name.")
 
 
 class Decision:
@@ -36,13 +41,14 @@ class Decision:
     slot access is the fastest attribute access CPython has.
     """
 
-    __slots__ = ("hits", "host", "known", "page", "port")
+    __slots__ = ("closes", "hits", "host", "known", "page", "port")
 
-    def __init__(self, host: str, port: int | None, page: bytes | None, known: bool) -> None:
+    def __init__(self, host: str, port: int | None, page: bytes | None, known: bool, closes: bool = False) -> None:
         self.host = host
         self.port = port
         self.page = page
         self.known = known  # the host has a route (its hits count in access statistics)
+        self.closes = closes  # after `page`, close the connection (an invalid Host)
         self.hits = 0  # requests since `RouteTable.take_hits` last looked
 
     def __repr__(self) -> str:
@@ -158,6 +164,8 @@ class Resolver:
     def __call__(self, raw_host: bytes) -> Decision:
         decision = self.cache.get(raw_host)
         if decision is None:
+            if _VALID_HOST.fullmatch(raw_host) is None:
+                return Decision(raw_host[:100].decode("latin-1"), None, INVALID_HOST, False, closes=True)
             decision = self.table.decide(normalise_host(raw_host), self.target)
             if len(self.cache) >= _CACHE_MAX:
                 self.table.forget(self.cache)

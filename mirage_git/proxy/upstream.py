@@ -155,7 +155,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.partial:
             data, self.partial = self.partial + data, b""
         end = data.find(b"\r\n\r\n") + 4
-        if end < 4 or not self.plain or data[:10] not in h.FAST_STATUS or h.FAST_RESPONSE.search(data[:end].lower()):
+        if (end < 4 or end > MAX_HEAD or not self.plain or data[:10] not in h.FAST_STATUS
+                or h.FAST_RESPONSE.search(data[:end].lower())):
             return self._head_general(data)
         self.begun = self.ended = 0
         try:
@@ -187,6 +188,8 @@ class UpstreamConnection(asyncio.Protocol):
                     raise HttpParserError("response head too large")
                 return out
             end += 4
+            if end - pos > MAX_HEAD:
+                raise HttpParserError("response head too large")
             try:
                 status = int(data[pos + 9:pos + 12])
             except ValueError:

@@ -110,6 +110,33 @@ def test_stray_line_ends_after_a_request_do_not_cut_the_forwarded_headers_off(pr
     assert len(up.heads) == 1 and not up.leftover, (up.heads, up.leftover)
 
 
+@pytest.mark.parametrize("before", [b"\n", b"\r", b"\r\n\r\n", b"\n\r\n"])
+def test_empty_lines_before_a_request_are_dropped_not_forwarded(proxy, store, before) -> None:
+    """A HEAD behind a stray LF was once not seen as HEAD: the proxy waited for a body that never came."""
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes | None, bool]:
+        if head.startswith(b"HEAD "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", False  # no body: it answers a HEAD
+        return echo(conn, index, head)
+
+    up = RawUpstream(script)
+    host = b"lines.dev.localhost"
+    try:
+        add_route(store, proxy.port, host.decode(), up.port)
+        up.heads.clear()
+        c = proxy.client()
+        try:
+            c.send(before + b"HEAD /h HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            head = c.read(head_only=True)
+            c.send(b"GET /after HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            after = c.read()
+        finally:
+            c.close()
+    finally:
+        up.close()
+    assert head.status == 200 and after.status == 200 and after.body.startswith(b"GET /after ")
+    assert [h.split(b" ")[0] for h in up.heads] == [b"HEAD", b"GET"], up.heads  # no line ends in front
+
+
 @pytest.mark.parametrize("name", [b"X-Forwarded-For", b"x-forwarded-for", b"X-FORWARDED-FOR", b"x-FoRwArDeD-fOr"])
 def test_a_client_x_forwarded_for_in_any_casing_is_appended_to(proxy, raw, name) -> None:
     host, _ = raw

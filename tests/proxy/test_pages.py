@@ -66,10 +66,16 @@ def test_refused_upstream_gets_502(proxy, store) -> None:
 def test_page_html_escapes_what_it_shows(proxy, store) -> None:
     c = proxy.client()
     try:
-        page = c.get("<script>x</script>")
+        page = c.get("it's&(odd).dev.localhost")  # sub-delims are valid in a host name, and HTML-special
     finally:
         c.close()
-    assert page.status == 404 and b"<script>" not in page.body
+    assert page.status == 404 and b"it's&" not in page.body and b"it&#x27;s&amp;(odd)" in page.body
+    c = proxy.client()
+    try:
+        page = c.get("<script>x</script>")  # not a host name at all
+    finally:
+        c.close()
+    assert page.status == 400 and b"<script>" not in page.body
 
 
 @pytest.fixture(scope="module")

@@ -141,3 +141,38 @@ def test_hits_are_counted_per_host_and_survive_route_changes(tmp_path: Path) -> 
     table.update("two.dev.localhost", Route("two.dev.localhost", "a", "two", "live", port=2))  # clears the cache
     resolve(b"one.dev.localhost").hits += 1
     assert table.take_hits() == {"one.dev.localhost": 3}
+
+
+def test_only_valid_host_values_are_routed_or_cached(tmp_path: Path) -> None:
+    """Unit: RFC 9110 §7.2 host[:port]; anything else is 400 and never enters the cache."""
+    from mirage_git import config
+    from mirage_git.models import Route
+    from mirage_git.proxy import routes
+
+    cfg = config.parse({"data_dir": str(tmp_path), "apps": {"a": {"repo": str(tmp_path)}}})
+    table = routes.RouteTable(cfg)
+    table.replace({"one.dev.localhost": Route("one.dev.localhost", "a", "one", "live", port=1)})
+    resolve = table.resolver(None)
+    for good in (b"one.dev.localhost", b"ONE.dev.localhost:8000", b"one.dev.localhost.", b"[::1]:80", b"10.0.0.1",
+                 b""):
+        assert not resolve(good).closes, good
+    for bad in (b"one.dev.localhost:x@evil.com", b"one.dev.localhost:@evil.com/path?", b"one.dev.localhost:80:80",
+                b"one dev", b'"><script>', b"a" * 300, b"one.dev.localhost:123456", b"[::1"):
+        decision = resolve(bad)
+        assert decision.closes and decision.port is None and decision.page.startswith(b"HTTP/1.1 400 "), bad
+        assert bad not in resolve.cache
+    assert len(resolve.cache) == 6
+
+
+def test_an_invalid_host_gets_400_and_the_connection_closes(proxy, store, upstreams) -> None:
+    a, _ = upstreams
+    add_route(store, proxy.port, "one.dev.localhost", a.port)
+    c = proxy.client()
+    try:
+        c.send(b"GET / HTTP/1.1\r\nHost: one.dev.localhost:x@evil.com\r\n\r\n")
+        answer = c.read()
+        assert answer.status == 400 and answer.header("connection") == "close"
+        assert c.closed()
+    finally:
+        c.close()
+    assert _status(proxy.port, "one.dev.localhost") == 200  # the valid name still routes
