@@ -168,7 +168,12 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
             elif name == b"content-length":
                 length = int(m[2])
             elif name == b"transfer-encoding":
+                # llhttp made sure chunked comes last. Any other coding is refused (nginx does the same),
+                # and the header goes upstream in one spelling that every server reads as chunked.
+                if m[2].lower() != b"chunked":
+                    raise BadRequest("a request body's only transfer coding must be chunked")
                 chunked = True
+                cuts.append(m.span())
             else:
                 expect = m[2].lower() == b"100-continue"
             continue
@@ -211,6 +216,8 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
     tail = b"\r\nX-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto
     if host is not None:
         tail += b"\r\nX-Forwarded-Host: " + host
+    if chunked:
+        tail += b"\r\nTransfer-Encoding: chunked"
     if upgrade:
         tail += b"\r\nConnection: upgrade"
     parts.append(tail + b"\r\n\r\n")

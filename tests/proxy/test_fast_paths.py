@@ -7,12 +7,15 @@ so a test can see what the proxy really sent and make the upstream misbehave at 
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from mirage_git.models import Route
 
 from .conftest import ProxyProcess, add_route
 
@@ -75,10 +78,15 @@ class RawUpstream:
                     return
 
 
+_HOSTS = itertools.count()
+
+
 @pytest.fixture
 def raw(store, proxy: ProxyProcess) -> Iterator[tuple[str, RawUpstream]]:
     up = RawUpstream()
-    host = "raw.dev.localhost"
+    # A host of its own: with a reused name, add_route could be satisfied by the last test's upstream,
+    # still answering on a pooled connection, before the proxy has seen the new route.
+    host = f"raw-{next(_HOSTS)}.dev.localhost"
     add_route(store, proxy.port, host, up.port)
     up.heads.clear()
     yield host, up
@@ -119,7 +127,7 @@ def test_empty_lines_before_a_request_are_dropped_not_forwarded(proxy, store, be
         return echo(conn, index, head)
 
     up = RawUpstream(script)
-    host = b"lines.dev.localhost"
+    host = f"lines-{next(_HOSTS)}.dev.localhost".encode()
     try:
         add_route(store, proxy.port, host.decode(), up.port)
         up.heads.clear()
@@ -135,6 +143,20 @@ def test_empty_lines_before_a_request_are_dropped_not_forwarded(proxy, store, be
         up.close()
     assert head.status == 200 and after.status == 200 and after.body.startswith(b"GET /after ")
     assert [h.split(b" ")[0] for h in up.heads] == [b"HEAD", b"GET"], up.heads  # no line ends in front
+
+
+@pytest.mark.parametrize("coding", [b"identity, chunked", b"gzip, chunked", b"chunked, chunked"])
+def test_a_request_transfer_coding_other_than_chunked_is_refused(proxy, raw, coding) -> None:
+    host, up = raw
+    c = proxy.client()
+    try:
+        c.send(b"POST /c HTTP/1.1\r\nHost: " + host.encode() + b"\r\nTransfer-Encoding: " + coding
+               + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        answer = c.read()
+        assert c.closed()
+    finally:
+        c.close()
+    assert answer.status == 400 and up.heads == []
 
 
 @pytest.mark.parametrize("name", [b"X-Forwarded-For", b"x-forwarded-for", b"X-FORWARDED-FOR", b"x-FoRwArDeD-fOr"])
@@ -194,12 +216,13 @@ def test_response_hop_by_hop_headers_in_any_casing_are_dropped(proxy, store, hea
         return b"HTTP/1.1 200 OK\r\n" + header + b"\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok", False
 
     up = RawUpstream(script)
+    host = f"hop-{next(_HOSTS)}.dev.localhost"
     try:
-        add_route(store, proxy.port, "hop.dev.localhost", up.port)
+        add_route(store, proxy.port, host, up.port)
         c = proxy.client()
         try:
-            resp = c.get("hop.dev.localhost")
-            again = c.get("hop.dev.localhost")
+            resp = c.get(host)
+            again = c.get(host)
         finally:
             c.close()
     finally:
@@ -240,12 +263,13 @@ def test_bodyless_status_with_content_length_does_not_swallow_the_next_response(
         return echo(conn, index, head)
 
     up = RawUpstream(script)
+    host = f"empty-{next(_HOSTS)}.dev.localhost"
     try:
-        add_route(store, proxy.port, "empty.dev.localhost", up.port)
+        add_route(store, proxy.port, host, up.port)
         c = proxy.client()
         try:
-            first = c.get("empty.dev.localhost", "/empty")
-            second = c.get("empty.dev.localhost", "/next")
+            first = c.get(host, "/empty")
+            second = c.get(host, "/next")
         finally:
             c.close()
     finally:
@@ -277,8 +301,8 @@ def test_a_kept_upstream_connection_closed_on_the_next_request_is_retried(proxy,
 
 
 @pytest.mark.parametrize("request_head", [
-    b"POST /two HTTP/1.1\r\nHost: stale.dev.localhost\r\n\r\n",  # the fast path
-    b"PATCH /two HTTP/1.1\r\nHost: stale.dev.localhost\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",  # the general one
+    b"POST /two HTTP/1.1\r\nHost: {h}\r\n\r\n",  # the fast path
+    b"PATCH /two HTTP/1.1\r\nHost: {h}\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",  # the general one
 ])
 def test_a_non_idempotent_request_on_a_connection_that_dies_is_never_resent(proxy, store, request_head) -> None:
     """The upstream may have acted on a POST it never answered: the client gets 502, the upstream one copy."""
@@ -288,12 +312,13 @@ def test_a_non_idempotent_request_on_a_connection_that_dies_is_never_resent(prox
         return None, True  # read, perhaps acted on, and closed unanswered
 
     up = RawUpstream(script)
+    host = f"dies-{next(_HOSTS)}.dev.localhost"
     try:
-        add_route(store, proxy.port, "stale.dev.localhost", up.port)
+        add_route(store, proxy.port, host, up.port)
         c = proxy.client()
         try:
-            assert c.get("stale.dev.localhost", "/one").status == 200
-            c.send(request_head)
+            assert c.get(host, "/one").status == 200
+            c.send(request_head.replace(b"{h}", host.encode()))
             second = c.read()
         finally:
             c.close()
@@ -312,8 +337,11 @@ def test_a_route_moving_to_another_port_between_two_requests_is_followed(proxy, 
         c = proxy.client()
         try:
             assert c.get(host).body == b"one"
-            add_route(store, proxy.port, host, two.port)
-            assert c.get(host).body == b"two"
+            # Not add_route: `one` answers 200 too, so it could return before the proxy saw the change.
+            store.set_route(Route(host, "demo", "moving", "live", port=two.port))
+            deadline = time.monotonic() + 5
+            while c.get(host).body != b"two":  # the client's kept upstream connection must not pin it to `one`
+                assert time.monotonic() < deadline, "the kept connection still goes to the old port"
             store.delete_route(host)
             time.sleep(0.3)
             gone = c.get(host)
@@ -406,11 +434,12 @@ def test_a_response_head_with_some_bare_lf_line_ends_is_accepted(proxy, store, h
         return head + b"from cgi\r\n\r\nstill body\n", True
 
     up = RawUpstream(script)
+    host = f"cgi-{next(_HOSTS)}.dev.localhost"
     try:
-        add_route(store, proxy.port, "cgi.dev.localhost", up.port)
+        add_route(store, proxy.port, host, up.port)
         c = proxy.client()
         try:
-            c.send(b"GET /x HTTP/1.1\r\nHost: cgi.dev.localhost\r\n\r\n")
+            c.send(b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
             resp = c.read()
         finally:
             c.close()

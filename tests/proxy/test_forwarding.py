@@ -82,6 +82,20 @@ def test_request_bodies_with_content_length_and_chunked_arrive_intact(proxy, two
     assert after["target"] == "/echo?after"
 
 
+@pytest.mark.parametrize("spelling", [b"Transfer-Encoding: CHUNKED", b"transfer-encoding:\tchunked ",
+                                      b"TRANSFER-ENCODING:  Chunked"])
+def test_a_chunked_request_goes_upstream_with_one_canonical_transfer_encoding(proxy, two_envs, spelling) -> None:
+    c = proxy.client()
+    try:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: beta.dev.localhost\r\n" + spelling
+               + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        seen = c.read().json()
+    finally:
+        c.close()
+    assert (seen["length"], seen["crc"]) == (5, zlib.crc32(b"hello"))
+    assert [h for h in seen["headers"] if h[0].lower() == "transfer-encoding"] == [["Transfer-Encoding", "chunked"]]
+
+
 def test_response_bodies_chunked_length_and_until_close_reach_the_client(proxy, two_envs) -> None:
     c = proxy.client()
     try:
