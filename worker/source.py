@@ -127,7 +127,7 @@ def export(cache: Path, commit: str, subdir: str, dest: Path) -> None:
         env = {"GIT_INDEX_FILE": str(index)}
         try:
             repo.git.read_tree(f"{treeish}^{{tree}}" if treeish == commit else treeish, env=env)
-            repo.git.execute(["git", f"--work-tree={dest}", "checkout-index", "--all", "--force"], env=env)
+            repo.git(work_tree=str(dest)).checkout_index("--all", "--force", env=env)
         except git.GitCommandError as exc:
             raise SourceError(f"could not write the commit's tree: {_git_reason(exc)}") from None
         finally:
