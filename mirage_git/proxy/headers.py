@@ -94,6 +94,7 @@ _KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the
 IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ", b"PUT ", b"DELETE ", b"TRACE ")
 ORIGIN_FORM_11 = re.compile(rb"[^ \r\n]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast paths take
 _HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
+_AUTHORITY = re.compile(rb"[^/?]*")
 
 # The request fast path's one scan, over the lower-cased head: `findall` gives the Host value
 # for a well-formed Host line and b"" for every header that needs the general path (another
@@ -198,14 +199,16 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
         # absolute-form (RFC 9112 §3.2.2): route by its authority, send origin-form upstream
         last_space = head.rfind(b" ", 0, line_end)
         _, scheme_sep, rest = head[space + 1:last_space].partition(b"://")
-        authority, _, path = rest.partition(b"/")
+        authority = _AUTHORITY.match(rest)[0]  # up to the path, or the query when there is no path
         if not scheme_sep or not authority:
             raise BadRequest("the request target is neither a path nor an absolute URL")
+        target = rest[len(authority):]
         if host is not None:
             cuts.append(host_span)
         host = authority.rpartition(b"@")[2]
         cuts.append((0, line_end))
-        line = head[:space + 1] + b"/" + path + head[last_space:line_end] + b"\r\nHost: " + host
+        line = (head[:space + 1] + (target if target.startswith(b"/") else b"/" + target)
+                + head[last_space:line_end] + b"\r\nHost: " + host)
     else:
         line = b""
     parts = _cut(head, sorted(cuts), len(head) - 4) if cuts else [head[:-4]]

@@ -381,12 +381,17 @@ def test_a_refused_request_alone_in_its_read_gets_400(proxy, raw, payload) -> No
     assert up.heads == []
 
 
-@pytest.mark.parametrize("line", [b"OPTIONS * HTTP/1.1", b"GET http://{h}/abs HTTP/1.1"])
-def test_unusual_request_targets_are_forwarded_in_origin_or_asterisk_form(proxy, raw, line) -> None:
+@pytest.mark.parametrize(("line", "forwarded"), [
+    (b"OPTIONS * HTTP/1.1", b"OPTIONS * HTTP/1.1"),
+    (b"GET http://{h}/abs HTTP/1.1", b"GET /abs HTTP/1.1"),
+    (b"GET http://{h}?q=1 HTTP/1.1", b"GET /?q=1 HTTP/1.1"),  # no path: the query still ends the authority
+    (b"GET http://{h} HTTP/1.1", b"GET / HTTP/1.1"),
+])
+def test_unusual_request_targets_are_forwarded_in_origin_or_asterisk_form(proxy, raw, line, forwarded) -> None:
     host, _ = raw
     (resp,) = exchange(proxy, line.replace(b"{h}", host.encode()) + b"\r\nHost: " + host.encode() + b"\r\n\r\n")
     assert resp.status == 200
-    assert resp.body.split(b"\r\n")[0] in (b"OPTIONS * HTTP/1.1", b"GET /abs HTTP/1.1"), resp.body
+    assert resp.body.split(b"\r\n")[0] == forwarded, resp.body
     assert resp.body.lower().count(b"\r\nhost:") == 1
 
 
