@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -81,16 +82,28 @@ class RawUpstream:
 _HOSTS = itertools.count()
 
 
+@contextmanager
+def routed(store, proxy: ProxyProcess, name: str, script: Script = echo) -> Iterator[tuple[str, RawUpstream]]:
+    """A `RawUpstream` running `script`, routed at a host of its own, closed afterwards.
+
+    A host of its own: with a reused name, add_route could be satisfied by the last test's
+    upstream, still answering on a pooled connection, before the proxy has seen the new route.
+    The heads add_route's probe left are cleared.
+    """
+    up = RawUpstream(script)
+    host = f"{name}-{next(_HOSTS)}.dev.localhost"
+    try:
+        add_route(store, proxy.port, host, up.port)
+        up.heads.clear()
+        yield host, up
+    finally:
+        up.close()
+
+
 @pytest.fixture
 def raw(store, proxy: ProxyProcess) -> Iterator[tuple[str, RawUpstream]]:
-    up = RawUpstream()
-    # A host of its own: with a reused name, add_route could be satisfied by the last test's upstream,
-    # still answering on a pooled connection, before the proxy has seen the new route.
-    host = f"raw-{next(_HOSTS)}.dev.localhost"
-    add_route(store, proxy.port, host, up.port)
-    up.heads.clear()
-    yield host, up
-    up.close()
+    with routed(store, proxy, "raw") as pair:
+        yield pair
 
 
 def exchange(proxy: ProxyProcess, raw_request: bytes, n: int = 1) -> list:
@@ -126,21 +139,15 @@ def test_empty_lines_before_a_request_are_dropped_not_forwarded(proxy, store, be
             return b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", False  # no body: it answers a HEAD
         return echo(conn, index, head)
 
-    up = RawUpstream(script)
-    host = f"lines-{next(_HOSTS)}.dev.localhost".encode()
-    try:
-        add_route(store, proxy.port, host.decode(), up.port)
-        up.heads.clear()
+    with routed(store, proxy, "lines", script) as (host, up):
         c = proxy.client()
         try:
-            c.send(before + b"HEAD /h HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            c.send(before + b"HEAD /h HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
             head = c.read(head_only=True)
-            c.send(b"GET /after HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            c.send(b"GET /after HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
             after = c.read()
         finally:
             c.close()
-    finally:
-        up.close()
     assert head.status == 200 and after.status == 200 and after.body.startswith(b"GET /after ")
     assert [h.split(b" ")[0] for h in up.heads] == [b"HEAD", b"GET"], up.heads  # no line ends in front
 
@@ -215,18 +222,13 @@ def test_response_hop_by_hop_headers_in_any_casing_are_dropped(proxy, store, hea
     def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
         return b"HTTP/1.1 200 OK\r\n" + header + b"\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok", False
 
-    up = RawUpstream(script)
-    host = f"hop-{next(_HOSTS)}.dev.localhost"
-    try:
-        add_route(store, proxy.port, host, up.port)
+    with routed(store, proxy, "hop", script) as (host, _):
         c = proxy.client()
         try:
             resp = c.get(host)
             again = c.get(host)
         finally:
             c.close()
-    finally:
-        up.close()
     assert resp.body == b"ok" and again.body == b"ok"
     name = header.split(b":")[0].decode()
     assert resp.header(name) is None, resp.headers
@@ -262,18 +264,13 @@ def test_bodyless_status_with_content_length_does_not_swallow_the_next_response(
             return b"HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\n" % status, False
         return echo(conn, index, head)
 
-    up = RawUpstream(script)
-    host = f"empty-{next(_HOSTS)}.dev.localhost"
-    try:
-        add_route(store, proxy.port, host, up.port)
+    with routed(store, proxy, "empty", script) as (host, _):
         c = proxy.client()
         try:
             first = c.get(host, "/empty")
             second = c.get(host, "/next")
         finally:
             c.close()
-    finally:
-        up.close()
     assert first.status == status and second.status == 200 and second.body.startswith(b"GET /next ")
 
 
@@ -311,10 +308,7 @@ def test_a_non_idempotent_request_on_a_connection_that_dies_is_never_resent(prox
             return echo(conn, index, head)
         return None, True  # read, perhaps acted on, and closed unanswered
 
-    up = RawUpstream(script)
-    host = f"dies-{next(_HOSTS)}.dev.localhost"
-    try:
-        add_route(store, proxy.port, host, up.port)
+    with routed(store, proxy, "dies", script) as (host, up):
         c = proxy.client()
         try:
             assert c.get(host, "/one").status == 200
@@ -322,8 +316,6 @@ def test_a_non_idempotent_request_on_a_connection_that_dies_is_never_resent(prox
             second = c.read()
         finally:
             c.close()
-    finally:
-        up.close()
     assert second.status == 502, second
     assert sum(head.startswith(request_head.split(b" ")[0] + b" /two ") for head in up.heads) == 1, up.heads
 
@@ -438,18 +430,13 @@ def test_a_response_head_with_some_bare_lf_line_ends_is_accepted(proxy, store, h
             return echo(conn, index, req)
         return head + b"from cgi\r\n\r\nstill body\n", True
 
-    up = RawUpstream(script)
-    host = f"cgi-{next(_HOSTS)}.dev.localhost"
-    try:
-        add_route(store, proxy.port, host, up.port)
+    with routed(store, proxy, "cgi", script) as (host, _):
         c = proxy.client()
         try:
             c.send(b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
             resp = c.read()
         finally:
             c.close()
-    finally:
-        up.close()
     assert resp.status == 200 and resp.header("content-type") == "text/plain"
     assert resp.body == b"from cgi\r\n\r\nstill body\n"
 
