@@ -181,39 +181,33 @@ def test_a_client_that_reads_nothing_cannot_grow_the_proxy(proxy):
     assert grown < 64 * 1024, f"the proxy grew by {grown // 1024} MB for one client that reads nothing"
 
 
+def _closed_while_dripping(port: int, first: bytes, drip: bytes, seconds: float = 8) -> bool:
+    """Send `first`, then `drip` every 0.3 s: does the proxy answer or close within `seconds`?"""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(first)
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            try:
+                s.sendall(drip)
+            except OSError:
+                return True
+            if select.select([s], [], [], 0.3)[0]:  # an answer (408) or the close
+                return True
+    return False
+
+
 def test_a_request_head_that_trickles_in_is_timed_out(proxy):
     port, _, _ = proxy  # idle_timeout = 1 s
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n")
-        closed = False
-        started = time.monotonic()
-        while time.monotonic() - started < 8:
-            try:
-                s.sendall(b"X")  # one more byte of a header line that never ends
-            except OSError:
-                closed = True
-                break
-            if select.select([s], [], [], 0.3)[0]:  # an answer (408) or the close
-                closed = True
-                break
-    assert closed, "the proxy kept a never-ending request head open for 8 s with idle_timeout = 1 s"
+    # One more byte, again and again, of a header line that never ends.
+    assert _closed_while_dripping(port, b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n", b"X"), \
+        "the proxy kept a never-ending request head open for 8 s with idle_timeout = 1 s"
 
 
 def test_empty_lines_alone_do_not_keep_a_connection_open(proxy):
     port, _, _ = proxy  # idle_timeout = 1 s
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-        closed = False
-        started = time.monotonic()
-        while time.monotonic() - started < 8:
-            try:
-                s.sendall(b"\r\n")  # "empty lines before a request", forever
-            except OSError:
-                closed = True
-                break
-            if select.select([s], [], [], 0.3)[0]:
-                closed = True
-                break
-    assert closed, "the proxy kept a connection sending only empty lines open for 8 s with idle_timeout = 1 s"
+    # "Empty lines before a request", forever.
+    assert _closed_while_dripping(port, b"", b"\r\n"), \
+        "the proxy kept a connection sending only empty lines open for 8 s with idle_timeout = 1 s"
 
 
 def test_a_request_head_over_the_limit_in_one_read_is_refused(proxy):
