@@ -244,16 +244,12 @@ def test_an_upstream_connection_close_is_not_reused_even_if_the_socket_lingers(p
         time.sleep(0.05) if index else None
         return b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False
 
-    up = RawUpstream(script)
-    try:
-        add_route(store, proxy.port, "linger.dev.localhost", up.port)
+    with routed(store, proxy, "linger", script) as (host, _):
         c = proxy.client()
         try:
-            answers = [c.get("linger.dev.localhost", "/x") for _ in range(3)]
+            answers = [c.get(host, "/x") for _ in range(3)]
         finally:
             c.close()
-    finally:
-        up.close()
     assert [(r.status, r.body) for r in answers] == [(200, b"ok")] * 3
 
 
@@ -281,19 +277,15 @@ def test_a_kept_upstream_connection_closed_on_the_next_request_is_retried(proxy,
             return echo(conn, index, head)
         return None, True  # the second request on the client's kept connection: closed unanswered
 
-    up = RawUpstream(script)
-    try:
-        add_route(store, proxy.port, "stale.dev.localhost", up.port)  # the probe uses connection 1, then pools it
+    with routed(store, proxy, "stale", script) as (host, _):  # the probe uses connection 1, then pools it
         a, b = proxy.client(), proxy.client()
         try:
-            assert a.get("stale.dev.localhost", "/probe").status == 200  # a keeps connection 1
-            assert b.get("stale.dev.localhost", "/one").status == 200  # b opens connection 2 and keeps it
-            second = b.get("stale.dev.localhost", "/two")
+            assert a.get(host, "/probe").status == 200  # a keeps connection 1
+            assert b.get(host, "/one").status == 200  # b opens connection 2 and keeps it
+            second = b.get(host, "/two")
         finally:
             a.close()
             b.close()
-    finally:
-        up.close()
     assert second.status == 200 and second.body.startswith(b"GET /two "), second
 
 
@@ -393,17 +385,13 @@ def test_a_body_until_close_without_connection_close_closes_the_client_too(proxy
             return echo(conn, index, head)
         return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"y" * 3000, True
 
-    up = RawUpstream(script)
-    try:
-        add_route(store, proxy.port, "eof.dev.localhost", up.port)
+    with routed(store, proxy, "eof", script) as (host, _):
         c = proxy.client()
         try:
-            c.send(b"GET /x HTTP/1.1\r\nHost: eof.dev.localhost\r\n\r\n")
+            c.send(b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
             resp = c.read()  # reads to the close
         finally:
             c.close()
-    finally:
-        up.close()
     assert resp.header("connection") == "close" and resp.body == b"y" * 3000
 
 
@@ -449,17 +437,12 @@ def test_an_unasked_for_101_is_a_bad_gateway_and_not_resent(proxy, store) -> Non
             return echo(conn, index, head)
         return b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n", False
 
-    up = RawUpstream(script)
-    try:
-        add_route(store, proxy.port, "switch.dev.localhost", up.port)
-        up.heads.clear()
+    with routed(store, proxy, "switch", script) as (host, up):
         c = proxy.client()
         try:
-            resp = c.get("switch.dev.localhost", "/x")
+            resp = c.get(host, "/x")
         finally:
             c.close()
-    finally:
-        up.close()
     assert resp.status == 502
     assert len(up.heads) == 1, up.heads
     assert "Fatal error" not in proxy.logs()
