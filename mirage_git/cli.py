@@ -81,6 +81,23 @@ def proxy(ctx: click.Context) -> None:
     proxy_mod.serve(cfg)
 
 
+@main.command("build-proxy")
+@click.option("--if-needed", is_flag=True, help="Do nothing when the build already matches the source.")
+def build_proxy(if_needed: bool) -> None:
+    """Compile the proxy's hot path with mypyc (about a third less CPU per request)."""
+    from .proxy import native
+
+    if if_needed and native.unusable() is None:
+        click.echo(f"proxy hot path: native build is up to date ({native.BUILD_DIR})")
+        return
+    try:
+        where = native.build()
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"the proxy's native build failed; the proxy runs as pure Python until it works.\n{exc}"
+                        ) from None
+    click.echo(f"proxy hot path: native build in {where}")
+
+
 @main.command()
 @click.option("--count", type=int, default=None, help="Worker processes (default: [worker] count).")
 @click.pass_context

@@ -27,7 +27,7 @@ def run(config_path: str | None) -> int:
         results.append(("ok", "config", f"{cfg.path}: {len(cfg.apps)} app(s): {', '.join(cfg.apps)}"))
     except ConfigError as exc:
         results.append(("FAIL", "config", str(exc)))
-    results += [_git(), _docker()]
+    results += [_git(), _proxy_hot_path(), _docker()]
     if results[-1][0] == "ok":  # the engine's settings mean something only when it answers
         results.append(_userland_proxy())
     if cfg is not None:
@@ -44,6 +44,15 @@ def _git() -> Check:
         return "FAIL", "git", "git is not installed: apt-get install -y git"
     version = subprocess.run([git, "--version"], capture_output=True, text=True).stdout.strip()
     return "ok", "git", version
+
+
+def _proxy_hot_path() -> Check:
+    from .proxy import native
+
+    why = native.unusable()
+    if why is None:
+        return "ok", "proxy build", "hot path compiled by mypyc"
+    return "warn", "proxy build", f"hot path is pure Python, about a third more CPU per request: {why}"
 
 
 def _docker() -> Check:

@@ -7,7 +7,7 @@ supervises (restarts a worker that dies, forwards the stop signal).
 
 Modules: `routes` (where routes come from), `server` (how requests are forwarded),
 `headers` (head rewriting), `pages` (our own HTML answers), `counters` (access batching),
-`worker` (one process's event loop).
+`worker` (one process's event loop), `native` (the hot path compiled by mypyc).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import sys
 import time
 
 from ..config import Address, Config
+from . import native
+
+native.activate(__path__)  # before any hot module is imported: they then load from the native build
 
 __all__ = ["serve"]
 

@@ -94,8 +94,8 @@ class ClientConnection(asyncio.Protocol):
             self._parse(data)
         except h.BadRequest as exc:
             self.reject(str(exc))
-        except HttpParserError as exc:
-            self.reject(f"malformed request: {exc}")
+        except HttpParserError as error:  # not `exc` again: compiled, a name has one type per function
+            self.reject(f"malformed request: {error}")
         finally:
             self._feeding = False
             if self._out:

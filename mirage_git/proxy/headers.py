@@ -199,7 +199,7 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
         # absolute-form (RFC 9112 §3.2.2): route by its authority, send origin-form upstream
         last_space = head.rfind(b" ", 0, line_end)
         _, scheme_sep, rest = head[space + 1:last_space].partition(b"://")
-        authority = _AUTHORITY.match(rest)[0]  # up to the path, or the query when there is no path
+        authority = _AUTHORITY.match(rest)[0]  # type: ignore[index]  # always matches: up to the path, or the query
         if not scheme_sep or not authority:
             raise BadRequest("the request target is neither a path nor an absolute URL")
         target = rest[len(authority):]
@@ -284,7 +284,9 @@ class ChunkedEnd:
 
     __slots__ = ("left", "line", "state")
 
-    _SIZE, _DATA, _TRAILER = 0, 1, 2
+    _SIZE = 0
+    _DATA = 1
+    _TRAILER = 2
     MAX_LINE = 8192
 
     def __init__(self) -> None:

@@ -167,6 +167,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.expect_head = False
         if not (self.ended or self.parser.should_keep_alive()):  # the body ends only when the upstream closes
             exch = self.exch
+            assert exch is not None
             new, framing, exch.keep_alive = h.response(data[:end], bodyless=False, keep_alive=True, upgrade=False)
             self.eof_ends = framing == h.UNTIL_CLOSE
             self.keep_alive = False
@@ -231,18 +232,19 @@ class UpstreamConnection(asyncio.Protocol):
         return out + new_head + rest if out or rest else new_head
 
     def _done(self) -> None:
-        client, exch = self.client, self.exch  # both set: called only while attached
+        client, exch = self.client, self.exch
+        assert client is not None and exch is not None  # called only while attached
         self.client = self.exch = None
-        if self.keep_alive and exch.request_done and not self.closed:  # type: ignore[union-attr]
-            if client.write_paused:  # type: ignore[union-attr]
+        if self.keep_alive and exch.request_done and not self.closed:
+            if client.write_paused:
                 self.transport.resume_reading()  # it was paused for a slow client
-            if client.spare is None and not client.closed and not self.proxy.draining:  # type: ignore[union-attr]
+            if client.spare is None and not client.closed and not self.proxy.draining:
                 client.spare = self  # kept for the client's next request (see ClientConnection._start)
             else:
                 self.proxy.put(self)
         else:
             self.transport.close()
-        client.response_done(exch)  # type: ignore[union-attr,arg-type]
+        client.response_done(exch)
 
     def _broken(self) -> None:
         """The upstream broke HTTP: drop it, and tell the client the only way still open."""

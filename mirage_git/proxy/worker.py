@@ -19,6 +19,7 @@ import uvloop
 
 from ..config import Config
 from ..store import Store
+from . import native
 from .client import ClientConnection
 from .counters import AccessCounter
 from .routes import Resolver, RouteFeed, RouteTable
@@ -67,7 +68,7 @@ async def _serve(config: Config, listeners: list[Listener]) -> None:
     # moving it out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
     names = ", ".join(f"{_name(sock)}" + (f" (→ container port {t})" if t else "") for sock, t in listeners)
-    log.info("proxy listening on %s with %d routes", names, len(table.routes))
+    log.info("proxy listening on %s with %d routes; hot path: %s", names, len(table.routes), native.status())
     tasks = [loop.create_task(counter.run()), loop.create_task(_sweep(proxy, config.proxy.idle_timeout))]
 
     await stop.wait()

@@ -157,8 +157,13 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def start_proxy(tmp: Path, redis_url: str, *, extra: str = "", ports: list[tuple[int, int]] = (),
-                workers: int = 1, connect_timeout: float = 2.0, idle_timeout: float = 30.0) -> ProxyProcess:
-    """Start `python -m mirage_git.proxy` with a config written to `tmp`, once it accepts connections."""
+                workers: int = 1, connect_timeout: float = 2.0, idle_timeout: float = 30.0,
+                native: bool = True) -> ProxyProcess:
+    """Start `python -m mirage_git.proxy` with a config written to `tmp`, once it accepts connections.
+
+    `native=False` runs the hot path as pure Python (MIRAGE_PROXY_NATIVE=0), as it runs wherever
+    `mirage-git build-proxy` has not been run.
+    """
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     listeners = "".join(f'[[proxy.ports]]\nlisten = "127.0.0.1:{p}"\ntarget = {t}\n' for p, t in ports)
@@ -171,7 +176,7 @@ def start_proxy(tmp: Path, redis_url: str, *, extra: str = "", ports: list[tuple
         f'[apps.demo]\nrepo = "{tmp}"\n'
     )
     log = tmp / "proxy.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MIRAGE_PROXY_NATIVE": "1" if native else "0"}
     proc = subprocess.Popen([sys.executable, "-m", "mirage_git.proxy", "--config", str(config)],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     pp = ProxyProcess(port, proc, log, config, [p for p, _ in ports])
@@ -196,10 +201,11 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
         yield a, b
 
 
-@pytest.fixture(scope="module")
-def proxy(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    """One proxy per test module (most tests only add routes)."""
-    pp = start_proxy(tmp_path_factory.mktemp("proxy"), redis_url)
+@pytest.fixture(scope="module", params=["native", "python"])
+def proxy(request: pytest.FixtureRequest, redis_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """One proxy per test module (most tests only add routes), once with each build of the hot path."""
+    pp = start_proxy(tmp_path_factory.mktemp("proxy"), redis_url, native=request.param == "native")
     yield pp
     pp.stop()
 
