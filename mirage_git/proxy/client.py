@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -51,7 +50,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading: Exchange | None = None  # the exchange whose request body is arriving
         self.body_left = 0  # of a Content-Length body
         self.chunks: h.ChunkedEnd | None = None  # of a chunked body
-        self.queue: deque[Exchange] = deque()
+        self.queue: list[Exchange] = []
         self.last = False  # the last request this connection will carry has been read
         self.tunnel: UpstreamConnection | None = None
         self.spare: UpstreamConnection | None = None  # the upstream of our last exchange, kept for the next
@@ -332,7 +331,7 @@ class ClientConnection(asyncio.Protocol):
                     self._start(exch)
                 if not (exch.request_done and exch.response_done):
                     return
-                queue.popleft()
+                del queue[0]
                 if not exch.keep_alive:
                     self.close()
                     return

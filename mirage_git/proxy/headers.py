@@ -2,7 +2,7 @@
 
 The proxy works on raw head bytes and never splits a head into Python objects. Two paths:
 
-- fast (`FAST_REQUEST`, `FAST_RESPONSE`): one scan over the lower-cased head shows that
+- fast (`FAST_REQUEST`, `FAST_RESPONSE`): one scan over the (lower-cased) head shows that
   nothing but Host and a lone `Connection: keep-alive` needs attention; the request gets
   its X-Forwarded-* lines appended, the response goes out as it came.
 - general (`request`, `response`): one regex pass finds every header the proxy acts on
@@ -21,34 +21,34 @@ the checks allow.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 # Request headers the proxy acts on. Everything else passes through untouched.
-_REQUEST = re.compile(
+_REQUEST: Final = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|expect|connection|keep-alive|te|trailer|upgrade"
     rb"|proxy(?:-[^:\r\n]*)?|x-forwarded-(?:for|proto|host)):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)",
     re.IGNORECASE,
 )
-_RESPONSE = re.compile(
+_RESPONSE: Final = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
     rb"|proxy(?:-[^:\r\n]*)?):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)",
     re.IGNORECASE,
 )
-_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 # A Connection header may list these, but dropping them would change where a message ends (or
 # which env it is for) while its body still goes out: the start of request smuggling.
-_NEVER_DROPPED = frozenset({b"content-length", b"transfer-encoding", b"host"})
-_KEPT_REQUEST = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
+_NEVER_DROPPED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
+_KEPT_REQUEST: Final = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
 # Searched in a lower-cased head: when nothing matches (or only "Connection: keep-alive" does),
 # the fast path applies.
-_REQUEST_SPECIAL = re.compile(
+_REQUEST_SPECIAL: Final = re.compile(
     rb"\r\n(?:c(?:onnection|ontent-length)|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
 
 # Response body framing.
-LENGTH = 0  # Content-Length (or no body at all)
-CHUNKED = 1
-UNTIL_CLOSE = 2  # the body ends when the upstream closes: the client connection must close too
+LENGTH: Final = 0  # Content-Length (or no body at all)
+CHUNKED: Final = 1
+UNTIL_CLOSE: Final = 2  # the body ends when the upstream closes: the client connection must close too
 
 
 class BadRequest(Exception):
@@ -88,30 +88,33 @@ def _listed(head: bytes, names: set[bytes]) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(head)]
 
 
-_KEEP_ALIVE = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths let through
+_KEEP_ALIVE: Final = b"\r\nconnection: keep-alive\r\n"  # the one hop-by-hop header the fast paths let through
 # Requests that may be sent again when a pooled connection dies before answering (RFC 9110 §9.2.2):
 # the upstream may have acted on one it never answered, so a POST or PATCH is never resent.
-IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ", b"PUT ", b"DELETE ", b"TRACE ")
-ORIGIN_FORM_11 = re.compile(rb"[^ \r\n]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast paths take
-_HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
-_AUTHORITY = re.compile(rb"[^/?]*")
+IDEMPOTENT: Final = (b"GET ", b"HEAD ", b"OPTIONS ", b"PUT ", b"DELETE ", b"TRACE ")
+ORIGIN_FORM_11: Final = re.compile(rb"[^ \r\n]+ /[^ ]* HTTP/1\.1\r\n")  # a request line the fast paths take
+_HOST: Final = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)")
+_AUTHORITY: Final = re.compile(rb"[^/?]*")
 
 # The request fast path's one scan, over the lower-cased head: `findall` gives the Host value
 # for a well-formed Host line and b"" for every header that needs the general path (another
 # Host, framing, hop-by-hop, Expect, X-Forwarded-*). Exactly one item, and not empty: the
 # request needs nothing but X-Forwarded-* appended. A lone `Connection: keep-alive` passes.
-FAST_REQUEST = re.compile(
+FAST_REQUEST: Final = re.compile(
     rb"\r\n(?:host:[ \t]*([^\s]+)(?=[ \t]*\r\n)|host|c(?:onnection(?!: keep-alive\r\n)|ontent-length)"
     rb"|t(?:ransfer-encoding|e|railer):|keep-alive|upgrade|expect|proxy|x-forwarded-)")
 
-# The response fast path: an HTTP/1.1 final status line (`data[:10]` in FAST_STATUS), and no
-# match for FAST_RESPONSE in the lower-cased head, which finds hop-by-hop headers (bar a lone
-# `Connection: keep-alive`, our own option for a client connection that stays open) and a bare-LF
-# blank line (the head may then end elsewhere). Such a response goes out exactly as it came. A
-# head with other bare LFs is refused by llhttp, and the fast path then hands it to the general
-# one, where `crlf_head` repairs it (a lookbehind for them here would cost every response more).
-FAST_STATUS = frozenset(b"HTTP/1.1 %d" % digit for digit in range(2, 6))
-FAST_RESPONSE = re.compile(rb"\n(?:\n|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)")
+# The response fast path: an HTTP/1.1 final status line (`data[:10]` in FAST_STATUS), and a read
+# in which the first match of FAST_RESPONSE is the head's end (group 1, the CRLF after the last
+# header's). Any other match first means the general path: a hop-by-hop header (bar a lone
+# `Connection: keep-alive`, our own option for a client connection that stays open) or a bare-LF
+# blank line (the head may then end elsewhere). The search runs over the read as it came, case
+# folded by the engine: it finds the end and checks the head in one pass, with no lower-cased copy.
+# Such a response goes out exactly as it came. A head with other bare LFs is refused by llhttp,
+# and the fast path then hands it to the general one, where `crlf_head` repairs it.
+FAST_STATUS: Final = frozenset(b"HTTP/1.1 %d" % digit for digit in range(2, 6))
+FAST_RESPONSE: Final = re.compile(
+    rb"\n(?:\r\n()|\n|connection(?!: keep-alive\r\n)|keep-alive|t(?:e|railer):|upgrade|proxy)", re.IGNORECASE)
 
 
 def request(head: bytes, client_ip: bytes, tails: dict[bytes | None, bytes] | None = None) -> Request:
@@ -327,9 +330,9 @@ class ChunkedEnd:
         return -1
 
 
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_LINE_END = re.compile(rb"\r?\n")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+_BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
+_LINE_END: Final = re.compile(rb"\r?\n")
+_BARE_LF: Final = re.compile(rb"(?<!\r)\n")
 
 
 def crlf_head(data: bytes, pos: int) -> bytes:

@@ -33,25 +33,25 @@ syscall per direction per request.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from .client import ClientConnection
     from .routes import Decision
     from .upstream import UpstreamConnection
 
-POOL_IDLE_SECONDS = 2.0  # close pooled upstream connections idle this long (below common keep-alive timeouts)
-POOL_MAX_IDLE = 512  # idle connections kept per upstream port
-QUEUE_LIMIT = 64 * 1024  # body bytes we hold for an upstream that is not ready, before pausing the client
-PIPELINE_MAX = 32  # requests queued on one connection, before pausing the client
-MAX_HEAD = 64 * 1024  # longest request or response head accepted
+POOL_IDLE_SECONDS: Final = 2.0  # close pooled upstream connections idle this long (below common keep-alive timeouts)
+POOL_MAX_IDLE: Final = 512  # idle connections kept per upstream port
+QUEUE_LIMIT: Final = 64 * 1024  # body bytes we hold for an upstream that is not ready, before pausing the client
+PIPELINE_MAX: Final = 32  # requests queued on one connection, before pausing the client
+MAX_HEAD: Final = 64 * 1024  # longest request or response head accepted
 
 # Why a client's reading is paused (a bit mask: reading resumes when no reason is left).
-UPSTREAM_FULL = 1  # the upstream's write buffer is full
-QUEUED = 2  # requests or body bytes are waiting for an upstream
-UPGRADING = 4  # an upgrade request waits for the upstream's answer
-REJECTED = 8  # a malformed request was read: nothing after it will be
-CLIENT_FULL = 16  # our write buffer towards the client is full: it reads nothing, so read nothing from it
+UPSTREAM_FULL: Final = 1  # the upstream's write buffer is full
+QUEUED: Final = 2  # requests or body bytes are waiting for an upstream
+UPGRADING: Final = 4  # an upgrade request waits for the upstream's answer
+REJECTED: Final = 8  # a malformed request was read: nothing after it will be
+CLIENT_FULL: Final = 16  # our write buffer towards the client is full: it reads nothing, so read nothing from it
 
 
 class Proxy:

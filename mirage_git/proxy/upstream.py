@@ -154,10 +154,10 @@ class UpstreamConnection(asyncio.Protocol):
         """
         if self.partial:
             data, self.partial = self.partial + data, b""
-        end = data.find(b"\r\n\r\n") + 4
-        if (end < 4 or end > MAX_HEAD or not self.plain or data[:10] not in h.FAST_STATUS
-                or h.FAST_RESPONSE.search(data[:end].lower())):
+        m = h.FAST_RESPONSE.search(data, 0, MAX_HEAD) if self.plain else None
+        if m is None or m.lastindex is None or data[:10] not in h.FAST_STATUS:  # lastindex: the head's end matched
             return self._head_general(data)
+        end = m.end()
         self.begun = self.ended = 0
         try:
             self.parser.feed_data(data)  # the head and what came of the body

@@ -236,6 +236,23 @@ def test_response_hop_by_hop_headers_in_any_casing_are_dropped(proxy, store, hea
         assert resp.header("x-hop") is None, resp.headers
 
 
+def test_hop_by_hop_lookalikes_in_a_response_body_are_body(proxy, store) -> None:
+    """The response scan stops where the head ends: header-like lines after it are passed on untouched."""
+    body = b"\nConnection: close\r\nKeep-Alive: 1\r\n\nUpgrade: x\r\n\r\n"
+
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body, False
+
+    with routed(store, proxy, "lookalike", script) as (host, _):
+        c = proxy.client()
+        try:
+            first, second = c.get(host), c.get(host)
+        finally:
+            c.close()
+    assert first.body == body and second.body == body
+    assert first.header("connection") is None and second.status == 200
+
+
 def test_an_upstream_connection_close_is_not_reused_even_if_the_socket_lingers(proxy, store) -> None:
     """The upstream says `Connection: close` and closes a little later: no request may be sent after it."""
     def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
