@@ -25,6 +25,7 @@ from rq.job import JobStatus
 from mirage_git import queue
 from mirage_git.config import CONFIG_ENV, Config
 from mirage_git.errors import Unavailable
+from mirage_git.lifetime import die_with_parent
 from mirage_git.models import Route
 from mirage_git.store import Store
 
@@ -49,7 +50,8 @@ def run(config: Config, store: Store, count: int) -> None:
     runtime.connect()  # fail now, with the fix, rather than on the first job
     recover(config, store)
     fork = multiprocessing.get_context("fork")
-    procs = [fork.Process(target=_work, args=(config,), name=f"worker-{i}") for i in range(count)]
+    parent = os.getpid()
+    procs = [fork.Process(target=_work, args=(config, parent), name=f"worker-{i}") for i in range(count)]
     for proc in procs:
         proc.start()
     stopping = threading.Event()
@@ -69,7 +71,7 @@ def run(config: Config, store: Store, count: int) -> None:
                 log.warning("%s exited with status %s; restarting it in %.0fs", proc.name, proc.exitcode,
                             RESTART_DELAY)
                 stopping.wait(RESTART_DELAY)
-                procs[i] = fork.Process(target=_work, args=(config,), name=proc.name)
+                procs[i] = fork.Process(target=_work, args=(config, parent), name=proc.name)
                 procs[i].start()
                 next_recover = 0.0  # it may have left a job behind: look now
         if time.monotonic() >= next_recover:
@@ -82,15 +84,34 @@ def run(config: Config, store: Store, count: int) -> None:
         proc.join()
 
 
-def _work(config: Config) -> None:
+class Worker(rq.Worker):
+    """RQ's worker, with its command listener (a pubsub thread) waking every second instead of every 60.
+
+    On a warm shutdown RQ unsubscribes and then stops that thread, and redis-py waits for it
+    with no time limit. When the thread has already read the unsubscribe reply it sleeps out
+    its whole wait on a pubsub with no channels: with RQ's 60 s, Ctrl-C on `up` could hang
+    that long, and the parent, giving up after 10 s, would leave this process behind.
+    """
+
+    def subscribe(self) -> None:
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler)
+
+
+def _work(config: Config, parent: int) -> None:
     from . import jobs  # noqa: F401  (imported once here, so each forked job starts warm)
 
     # Out of the terminal's process group: Ctrl-C reaches the parent alone, which passes it on
     # once. Twice (the group's and the parent's) would make RQ kill the running job at once.
+    # Out of the group, nothing would stop this process if the parent were killed: so it asks to be.
     os.setpgid(0, 0)
+    die_with_parent(parent)
 
     conn = redis.Redis.from_url(config.effective_redis_url)
-    worker = rq.Worker([queue.QUEUE_NAME], connection=conn)
+    worker = Worker([queue.QUEUE_NAME], connection=conn)
     worker.work(logging_level="INFO", with_scheduler=False)
 
 

@@ -13,7 +13,6 @@ Modules: `routes` (where routes come from), `server` (how requests are forwarded
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ import sys
 import time
 
 from ..config import Address, Config
+from ..lifetime import die_with_parent
 from . import native
 
 native.activate(__path__)  # before any hot module is imported: they then load from the native build
@@ -72,6 +72,7 @@ class _Supervisor:
         self.sets = sets
         self.children: dict[int, int] = {}  # pid → index into sets
         self.stopping = False
+        self.parent = os.getpid()
 
     def run(self) -> None:
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -120,7 +121,7 @@ class _Supervisor:
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with_parent()
+            die_with_parent(self.parent)
             for j, sockets in enumerate(self.sets):
                 if j != i:
                     for sock, _ in sockets:
@@ -134,12 +135,6 @@ class _Supervisor:
         finally:
             logging.shutdown()
             os._exit(code)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker if the supervisor dies, so no orphan keeps the port."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _describe(status: int) -> str:
