@@ -90,6 +90,7 @@ def build_proxy(if_needed: bool) -> None:
     if if_needed and native.unusable() is None:
         click.echo(f"proxy hot path: native build is up to date ({native.BUILD_DIR})")
         return
+    click.echo("proxy hot path: compiling client, upstream, headers and server with mypyc (about 12 s)...")
     try:
         where = native.build()
     except (RuntimeError, OSError) as exc:
