@@ -72,11 +72,17 @@ def _tokens(value: bytes) -> set[bytes]:
 
 
 def _cut(head: bytes, spans: list[tuple[int, int]], end: int) -> list[bytes]:
-    """`head[:end]` without the byte ranges in `spans` (sorted, non-overlapping)."""
+    """`head[:end]` without the byte ranges in `spans` (sorted by start; they may overlap or repeat).
+
+    A header can be cut twice: `Connection: te` names a header that is hop-by-hop anyway.
+    No slice here runs backwards: compiled, `head[5:3]` is an error, not b"".
+    """
     parts, pos = [], 0
     for start, stop in spans:
-        parts.append(head[pos:start])
-        pos = stop
+        if start > pos:
+            parts.append(head[pos:start])
+        if stop > pos:
+            pos = stop
     parts.append(head[pos:end])
     return parts
 
@@ -201,6 +207,8 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
     if head[space + 1:space + 2] not in (b"/", b"*"):
         # absolute-form (RFC 9112 §3.2.2): route by its authority, send origin-form upstream
         last_space = head.rfind(b" ", 0, line_end)
+        if last_space <= space:  # llhttp allows no such request line; never slice backwards (see _cut)
+            raise BadRequest("the request line has no HTTP version")
         _, scheme_sep, rest = head[space + 1:last_space].partition(b"://")
         authority = _AUTHORITY.match(rest)[0]  # type: ignore[index]  # always matches: up to the path, or the query
         if not scheme_sep or not authority:

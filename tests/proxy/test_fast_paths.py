@@ -199,6 +199,20 @@ def test_request_hop_by_hop_headers_in_any_casing_are_dropped(proxy, raw, header
     assert resp.status == 200 and header.split(b":")[0].lower() not in resp.body.lower(), resp.body
 
 
+@pytest.mark.parametrize("headers", [b"Connection: TE\r\nTE: trailers", b"Connection: te, close2\r\nTE: trailers",
+                                     b"Connection: Proxy-Authorization\r\nProxy-Authorization: x",
+                                     b"Connection: x-forwarded-host\r\nX-Forwarded-Host: evil"])
+def test_a_hop_by_hop_header_that_connection_also_names_is_dropped_once(proxy, raw, headers) -> None:
+    """Cut twice (hop-by-hop itself, and named in Connection): the compiled build once crashed on it."""
+    host, _ = raw
+    (resp,) = exchange(proxy, b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + headers + b"\r\n\r\n")
+    assert resp.status == 200, resp
+    name = headers.split(b"\r\n")[1].split(b":")[0].lower()
+    forwarded = resp.body.lower()
+    assert b"\r\n" + name + b": " + headers.split(b": ")[-1].lower() not in forwarded, resp.body
+    assert b"\r\nconnection:" not in forwarded and b"\r\nhost: " + host.encode() in forwarded, resp.body
+
+
 def test_a_good_request_then_a_malformed_one_in_the_same_read(proxy, raw) -> None:
     host, up = raw
     c = proxy.client()
@@ -217,7 +231,9 @@ def test_a_good_request_then_a_malformed_one_in_the_same_read(proxy, raw) -> Non
 
 
 @pytest.mark.parametrize("header", [b"CONNECTION: x-hop", b"KEEP-ALIVE: timeout=5", b"Proxy-Authenticate: Basic",
-                                    b"TRAILER: X-T", b"Upgrade: h2c", b"connection: keep-alive, X-Hop"])
+                                    b"TRAILER: X-T", b"Upgrade: h2c", b"connection: keep-alive, X-Hop",
+                                    b"Connection: te, x-hop\r\nTE: trailers",  # TE is cut twice
+                                    b"Proxy-Authenticate: Basic\r\nConnection: Proxy-Authenticate"])
 def test_response_hop_by_hop_headers_in_any_casing_are_dropped(proxy, store, header) -> None:
     def script(conn: int, index: int, head: bytes) -> tuple[bytes, bool]:
         return b"HTTP/1.1 200 OK\r\n" + header + b"\r\nX-Hop: secret\r\nContent-Length: 2\r\n\r\nok", False

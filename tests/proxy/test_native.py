@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -94,3 +96,67 @@ def test_editing_a_hot_module_changes_the_digest(tmp_path: Path) -> None:
     with (tmp_path / "client.py").open("a") as f:
         f.write("# an edit\n")
     assert native.digest(tmp_path) != native.digest()
+
+
+def _pure_headers():
+    """headers.py loaded from its source under another name, beside the compiled one."""
+    spec = importlib.util.spec_from_file_location("pure_headers", native.HERE / "headers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_REQUESTS = [
+    b"GET /a HTTP/1.1\r\nHost: a.dev.test\r\nConnection: keep-alive\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\nConnection: close, X-A\r\nX-A: 1\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: e\r\nConnection: Upgrade, te\r\nUpgrade: websocket\r\nTE: trailers\r\n\r\n",
+    b"GET http://user@a.dev.test:80/x?q HTTP/1.1\r\nHost: other\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n",
+    b"GET /10 HTTP/1.0\r\nConnection: keep-alive, proxy-x\r\nProxy-X: 1\r\nKeep-Alive: 1\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: e\r\nx-forwarded-for: a\r\nX-Forwarded-For: b\r\n\r\n",
+]
+_RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: te, x-a, close\r\nTE: x\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, Keep-Alive\r\n"
+    b"Keep-Alive: 1\r\n\r\n",
+]
+_PIECES = [b"\r\n", b"\n", b" ", b":", b",", b"Connection: ", b"te", b"upgrade", b"close", b"Host: ", b"\x00",
+           b"Content-Length: 1", b"Transfer-Encoding: chunked", b"proxy-x", b"x-forwarded-for", b"HTTP/1.1", b"http://"]
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    for _ in range(rng.randint(1, 4)):
+        at, to = sorted(rng.randrange(len(data) + 1) for _ in range(2))
+        choice = rng.random()
+        if choice < 0.4:
+            data = data[:at] + rng.choice(_PIECES) + data[at:]
+        elif choice < 0.7:
+            data = data[:at] + data[to:]
+        else:
+            data = data[:at] + data[at:to].upper() + data[to:]
+    return data if data.endswith(b"\r\n\r\n") else data + b"\r\n\r\n"
+
+
+def _outcome(fn, *args, **kwargs) -> object:
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # which exception, and its text, is what is compared
+        return type(exc).__name__, str(exc)
+
+
+def test_the_compiled_headers_answer_exactly_as_their_python_source_on_mangled_heads() -> None:
+    """A differential check: mypyc's runtime differs from CPython's in corners (a backwards slice is an error)."""
+    from mirage_git.proxy import headers as compiled
+
+    if inspect.isfunction(compiled.request):
+        pytest.skip("headers is not compiled in this process")
+    pure = _pure_headers()
+    rng = random.Random(20261204)
+    for i in range(4000):
+        head = _mutate(rng, rng.choice(_REQUESTS))
+        assert _outcome(compiled.request, head, b"10.1.2.3") == _outcome(pure.request, head, b"10.1.2.3"), (i, head)
+        resp = _mutate(rng, rng.choice(_RESPONSES))
+        for bodyless, keep_alive, upgrade in ((False, True, False), (True, False, False), (False, True, True)):
+            kwargs = {"bodyless": bodyless, "keep_alive": keep_alive, "upgrade": upgrade}
+            assert _outcome(compiled.response, resp, **kwargs) == _outcome(pure.response, resp, **kwargs), (i, resp)
