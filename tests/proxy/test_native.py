@@ -160,3 +160,8 @@ def test_the_compiled_headers_answer_exactly_as_their_python_source_on_mangled_h
         for bodyless, keep_alive, upgrade in ((False, True, False), (True, False, False), (False, True, True)):
             kwargs = {"bodyless": bodyless, "keep_alive": keep_alive, "upgrade": upgrade}
             assert _outcome(compiled.response, resp, **kwargs) == _outcome(pure.response, resp, **kwargs), (i, resp)
+        assert _outcome(compiled.crlf_head, resp, 0) == _outcome(pure.crlf_head, resp, 0), (i, resp)
+        body = _mutate(rng, b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        start = rng.randrange(len(body))
+        assert (_outcome(compiled.ChunkedEnd().scan, body, start)
+                == _outcome(pure.ChunkedEnd().scan, body, start)), (i, body, start)
