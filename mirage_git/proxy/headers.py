@@ -67,8 +67,14 @@ class Request(NamedTuple):
     http11: bool
 
 
+_TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")  # a header name (RFC 9110 §5.6.2), lower-cased
+_HEX: Final = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
 def _tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+    """The options a Connection header lists. Anything that is no header name names no header:
+    `Connection: host:x` must not cut a line that starts `Host:x`."""
+    return {t for t in (t.strip().lower() for t in value.split(b",")) if _TOKEN.fullmatch(t)}
 
 
 def _cut(head: bytes, spans: list[tuple[int, int]], end: int) -> list[bytes]:
@@ -325,10 +331,10 @@ class ChunkedEnd:
             line, self.line = self.line + data[pos:eol], b""
             pos = eol + 1
             if self.state == self._SIZE:
-                try:
-                    size = int(line.partition(b";")[0].strip(), 16)
-                except ValueError:
-                    raise BadRequest("invalid chunk size") from None
+                digits = line.partition(b";")[0].strip()
+                if _HEX.fullmatch(digits) is None:  # int(x, 16) also takes -6, 0x5, +5 and 5_0
+                    raise BadRequest("invalid chunk size")
+                size = int(digits, 16)
                 if size:
                     self.state, self.left = self._DATA, size + 2
                 else:

@@ -213,6 +213,43 @@ def test_a_hop_by_hop_header_that_connection_also_names_is_dropped_once(proxy, r
     assert b"\r\nconnection:" not in forwarded and b"\r\nhost: " + host.encode() in forwarded, resp.body
 
 
+@pytest.mark.parametrize("size", [b"-6", b"-52", b"0x5", b"+5", b"5_0"])
+def test_a_chunk_size_that_is_not_plain_hex_is_refused_not_looped_on(proxy, raw, size) -> None:
+    """int(x, 16) takes all of these; a negative size once sent the body scanner back over its own line forever."""
+    host, _ = raw
+    (resp,) = exchange(proxy, b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       + size + b"\r\nhello\r\n0\r\n\r\n")
+    assert resp.status == 400, resp
+    (after,) = exchange(proxy, b"GET /after HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+    assert after.status == 200  # the worker is not stuck
+
+
+def test_a_connection_token_that_is_no_header_name_cannot_cut_the_host(proxy, raw) -> None:
+    host, _ = raw
+    (resp,) = exchange(proxy, b"GET /h HTTP/1.1\r\nConnection: host:" + host.encode() + b"\r\nHost:" + host.encode()
+                       + b"\r\n\r\n")
+    assert resp.status == 200 and b"\r\nHost:" + host.encode() + b"\r\n" in resp.body, resp.body
+
+
+def test_an_upstream_connection_that_served_http10_is_not_reused(proxy, store) -> None:
+    """HTTP/1.0 goes upstream without keep-alive, so the upstream may treat the connection as done."""
+    served_http10: set[int] = set()
+
+    def script(conn: int, index: int, head: bytes) -> tuple[bytes | None, bool]:
+        if head.startswith(b"GET /old HTTP/1.0"):
+            served_http10.add(conn)
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False  # and it keeps the socket open
+        if conn in served_http10:
+            return None, True  # the next request on it is dropped unanswered
+        return echo(conn, index, head)
+
+    with routed(store, proxy, "http10", script) as (host, _):
+        (old,) = exchange(proxy, b"GET /old HTTP/1.0\r\nHost: " + host.encode() + b"\r\n\r\n")
+        (new,) = exchange(proxy, b"POST /new HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    assert old.status == 200 and old.body == b"ok"
+    assert new.status == 200 and new.body.startswith(b"POST /new "), new  # not a 502 from a reused connection
+
+
 def test_a_good_request_then_a_malformed_one_in_the_same_read(proxy, raw) -> None:
     host, up = raw
     c = proxy.client()
