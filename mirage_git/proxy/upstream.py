@@ -228,7 +228,9 @@ class UpstreamConnection(asyncio.Protocol):
                 raise HttpParserError("101 response without Upgrade")
         else:
             self.parser.feed_data(data if pos == 0 else data[pos:])
-            self.keep_alive = self.parser.should_keep_alive()
+            # An HTTP/1.0 request went upstream without keep-alive: the upstream may take the
+            # connection as done whatever its response says, so it is never reused.
+            self.keep_alive = self.parser.should_keep_alive() and not exch.http10
         return out + new_head + rest if out or rest else new_head
 
     def _done(self) -> None:
