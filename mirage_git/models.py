@@ -174,5 +174,6 @@ class Route:
     @classmethod
     def from_json(cls, host: str, raw: str | bytes) -> Route:
         d = json.loads(raw)
-        return cls(host=host, app=d["app"], branch=d["branch"], state=d["state"], port=d.get("port"),
+        return cls(host=host, app=d["app"], branch=d["branch"], state=d["state"],
+                   port=None if d.get("port") is None else int(d["port"]),
                    ports={str(k): int(v) for k, v in (d.get("ports") or {}).items()}, job_id=d.get("job_id"))

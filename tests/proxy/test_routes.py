@@ -176,3 +176,9 @@ def test_an_invalid_host_gets_400_and_the_connection_closes(proxy, store, upstre
     finally:
         c.close()
     assert _status(proxy.port, "one.dev.localhost") == 200  # the valid name still routes
+
+
+def test_a_route_whose_port_was_written_as_a_string_still_routes() -> None:
+    """Routes are JSON in Redis that anyone may have written; the compiled proxy insists on an int."""
+    route = Route.from_json("s.dev.localhost", '{"app": "a", "branch": "s", "state": "live", "port": "38343"}')
+    assert route.port == 38343
