@@ -89,7 +89,8 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
                 commit = source.fetch_pushed(cache, origin, branch, commit, job.quarantine, log)
             else:
                 commit = source.fetch(cache, origin, branch, commit, log)
-            ctx.store.update_job(job.id, commit=commit)
+            subject = job.subject or source.subject(cache, commit)
+            ctx.store.update_job(job.id, commit=commit, **({"subject": subject} if subject else {}))
             log(f"commit {commit}")
             source.export(cache, commit, appcfg.context, workdir)
         _check_latest(ctx, job)
@@ -121,7 +122,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
             promoted = ctx.store.promote(
                 job.id, route, status="live", commit=commit, live_job_id=job.id, container=container.id,
                 image=image, port=host_ports[port], ports={str(p): host_ports[p] for p in extra},
-                deployed_at=time.time(), pusher=job.pusher, subject=job.subject, params=job.params)
+                deployed_at=time.time(), pusher=job.pusher, subject=subject, params=job.params)
             if not promoted:
                 raise Superseded
             new_container = new_image = None  # it is live now: never remove it on the way out

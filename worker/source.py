@@ -96,6 +96,16 @@ def fetch_pushed(cache: Path, origin: str, branch: str, commit: str, quarantine:
             return repo.git.rev_parse(f"{commit}^{{commit}}")
 
 
+def subject(cache: Path, commit: str) -> str | None:
+    """The commit's subject line, for jobs that came without one (a redeploy, the CLI, the API)."""
+    with git.Repo(cache) as repo:
+        try:
+            line = repo.git.log("-1", "--format=%s", commit)
+        except git.GitCommandError:
+            return None
+    return line.strip()[:200] or None
+
+
 MAX_TREE_BYTES = 2 << 30  # a build context larger than this is refused before anything is written
 
 

@@ -271,6 +271,9 @@ def test_a_branch_that_was_only_pushed_redeploys_and_launches_from_the_push_repo
     assert redo.status_code == 202, redo.text
     assert service.wait_job(redo.json()["id"])["status"] == "succeeded", service.log(redo.json()["id"])
     assert service.get(host).text == "pushed only\n"
+    # A redeploy comes with no commit message of its own: the worker reads it from the commit.
+    assert service.store.env(host).subject == "pushed only"
+    assert service.store.job(redo.json()["id"]).subject == "pushed only"
 
     branches = service.api("GET", f"/api/apps/{service.app}/branches?refresh=1").json()["branches"]
     assert {"name": "only-pushed", "origin": str(service.bare_repo())}.items() <= next(
@@ -278,6 +281,7 @@ def test_a_branch_that_was_only_pushed_redeploys_and_launches_from_the_push_repo
     launched = service.api("POST", "/api/envs", json={"app": service.app, "branch": "only-pushed"})
     assert launched.status_code == 202, launched.text
     assert service.wait_job(launched.json()["id"])["status"] == "succeeded"
+    assert service.store.env(host).subject == "pushed only"
 
 
 def test_disconnecting_mid_build_lets_the_deploy_finish(service: Service, app_repo: AppRepo):
