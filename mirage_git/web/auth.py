@@ -109,8 +109,11 @@ def _check_csrf() -> Response | None:
     expected = session.get("csrf")
     if sent and expected and hmac.compare_digest(sent.encode(), expected.encode()):
         return None
-    if _is_api() and g.via == "open" and not _cross_site():
-        return None
+    if _is_api() and g.via == "open":
+        if not _cross_site():
+            return None
+        if request.mimetype in FORM_TYPES:  # what a curl -d sends; any other site's page could send it too
+            return _error(403, "the API takes JSON: send the body with Content-Type: application/json")
     return _error(403, "CSRF token missing or wrong: reload the page and try again")
 
 

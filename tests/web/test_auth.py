@@ -124,7 +124,9 @@ def test_without_auth_the_ui_is_open_but_still_csrf_protected(client):
     token = csrf_of(page.text)
     body = {"app": "shop", "branch": "main", "params": {"TICKET": "A-1"}}
     assert client.post("/api/envs", json=body).status_code == 202, "API clients like curl need no CSRF token"
-    assert client.post("/api/envs", data="x", content_type="text/plain").status_code == 403
+    refused = client.post("/api/envs", data="x", content_type="text/plain")  # a form: any site's page can send it
+    assert refused.status_code == 403 and "Content-Type: application/json" in refused.json["error"], refused.json
+    assert client.post("/api/envs", data={"app": "shop"}).status_code == 403
     assert client.post("/api/envs", json=body, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
     assert client.post("/envs/main.preview.test/redeploy").status_code == 403
     assert client.post("/envs/main.preview.test/redeploy", data={"csrf_token": token}).status_code == 302
