@@ -173,7 +173,39 @@ class Route:
 
     @classmethod
     def from_json(cls, host: str, raw: str | bytes) -> Route:
-        d = json.loads(raw)
-        return cls(host=host, app=d["app"], branch=d["branch"], state=d["state"],
-                   port=None if d.get("port") is None else int(d["port"]),
-                   ports={str(k): int(v) for k, v in (d.get("ports") or {}).items()}, job_id=d.get("job_id"))
+        """Parse a route as stored in Redis. Raises ValueError for anything but a well-formed route.
+
+        Anyone who can write Redis can write a route, and the proxy (compiled, strictly typed)
+        reads every field on the request path, so each one is checked here, once.
+        """
+        try:
+            d = json.loads(raw)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(d, dict):
+            raise ValueError("a route is a JSON object")
+        ports = d.get("ports") or {}
+        if not isinstance(ports, dict):
+            raise ValueError("ports must be an object")
+        job_id = d.get("job_id")
+        if job_id is not None and not isinstance(job_id, str):
+            raise ValueError("job_id must be a string")
+        return cls(host=host, app=_text(d, "app"), branch=_text(d, "branch"), state=_text(d, "state"),
+                   port=None if d.get("port") is None else _port(d["port"]),
+                   ports={str(k): _port(v) for k, v in ports.items()}, job_id=job_id)
+
+
+def _text(d: dict[str, Any], key: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value
+
+
+def _port(value: object) -> int:
+    """A TCP port, given as a JSON number or a string of digits."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 5:
+        value = int(value)
+    if type(value) is not int or not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {value!r:.40}")
+    return value

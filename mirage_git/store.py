@@ -103,12 +103,13 @@ class Store:
             raise Unavailable.redis(self.where, exc) from None
 
     # --- routes: written by workers, read by the proxy ----------------------------------
-    def routes(self) -> dict[str, Route]:
-        return {host: Route.from_json(host, raw) for host, raw in self.r.hgetall(ROUTES).items()}
-
     def route(self, host: str) -> Route | None:
+        """The route for `host`; None when there is none, or only an invalid one (the next write replaces it)."""
         raw = self.r.hget(ROUTES, host)
-        return Route.from_json(host, raw) if raw else None
+        try:
+            return Route.from_json(host, raw) if raw else None
+        except ValueError:
+            return None
 
     def set_route(self, route: Route) -> None:
         pipe = self.r.pipeline()

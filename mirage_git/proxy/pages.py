@@ -7,7 +7,6 @@ a request or from Redis is HTML-escaped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from html import escape
 
 from ..models import Route
@@ -46,10 +45,19 @@ def page(status: int, title: str, body: str, *, close: bool = False, refresh: in
     return ("\r\n".join(head) + "\r\n\r\n").encode() + html
 
 
-def not_found(host: str, live: Iterable[tuple[str, str]]) -> bytes:
-    """Unknown host: say so and list the envs that are live, as links (`live` = (host, url) pairs)."""
-    items = "".join(f'<li><a href="{escape(url)}">{escape(name)}</a></li>' for name, url in live)
-    listing = f"<p>Live environments:</p><ul>{items}</ul>" if items else "<p>No environment is live yet.</p>"
+LISTED_MAX = 50  # live envs a 404 page links to; the dashboard lists them all
+
+
+def live_listing(live: list[tuple[str, str]], dashboard: str) -> str:
+    """The 404 page's list of live envs (`live` = (host, url) pairs), built once per route change."""
+    items = "".join(f'<li><a href="{escape(url)}">{escape(name)}</a></li>' for name, url in live[:LISTED_MAX])
+    if len(live) > LISTED_MAX:
+        items += f'<li><a href="{escape(dashboard)}">{len(live) - LISTED_MAX} more on the dashboard</a></li>'
+    return f"<p>Live environments:</p><ul>{items}</ul>" if items else "<p>No environment is live yet.</p>"
+
+
+def not_found(host: str, listing: str) -> bytes:
+    """Unknown host: say so, with `live_listing`'s links."""
     shown = f"<code>{escape(host)}</code>" if host else "this request (it names no host)"
     return page(404, "No such environment", f"<p>Nothing is deployed at {shown}.</p>{listing}")
 

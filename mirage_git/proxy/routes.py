@@ -28,6 +28,7 @@ log = logging.getLogger("mirage_git.proxy")
 
 RESYNC_SECONDS = 1.0
 _CACHE_MAX = 4096  # distinct Host values remembered per listener; more are recomputed
+_UNKNOWN_MAX = 256  # of which hosts without a route (each holds its own 404 page)
 # A Host value (RFC 9110 §7.2: uri-host [":" port]): an IP literal or a reg-name, at most a DNS
 # name's length. Anything else gets 400 and is never cached, so odd Host values cannot grow a cache.
 _VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]{0,253})(?::[0-9]{0,5})?")
@@ -74,7 +75,7 @@ class RouteTable:
         self.routes: dict[str, Route] = {}
         self.loaded = False
         self._caches: list[dict[bytes, Decision]] = []
-        self._live: list[tuple[str, str]] | None = None
+        self._live: str | None = None
         self._hits: dict[str, int] = {}  # hits of decisions dropped from a cache, not yet taken
 
     def replace(self, routes: dict[str, Route]) -> None:
@@ -119,16 +120,17 @@ class RouteTable:
                     hits[decision.host] = hits.get(decision.host, 0) + decision.hits
                 decision.hits = 0
 
-    def live(self) -> list[tuple[str, str]]:
-        """(host, url) of every live env, for the 404 page."""
+    def live(self) -> str:
+        """The 404 page's links to the live envs, built once per route change."""
         if self._live is None:
-            self._live = [(h, self.config.env_url(h)) for h, r in sorted(self.routes.items()) if r.state == "live"]
+            live = [(h, self.config.env_url(h)) for h, r in sorted(self.routes.items()) if r.state == "live"]
+            self._live = pages.live_listing(live, self.config.web.base_url + "/")
         return self._live
 
     def resolver(self, target: int | None) -> Resolver:
         """A cached `Host → Decision` lookup for a listener; `target` is its container port (None = main)."""
         resolver = Resolver(self, target)
-        self._caches.append(resolver.cache)
+        self._caches += (resolver.cache, resolver.missing)
         return resolver
 
     def decide(self, host: str, target: int | None) -> Decision:
@@ -154,10 +156,11 @@ class Resolver:
     calls the resolver only on a miss.
     """
 
-    __slots__ = ("cache", "table", "target")
+    __slots__ = ("cache", "missing", "table", "target")
 
     def __init__(self, table: RouteTable, target: int | None) -> None:
         self.cache: dict[bytes, Decision] = {}
+        self.missing: dict[bytes, Decision] = {}  # hosts without a route, kept apart and fewer
         self.table = table
         self.target = target
 
@@ -166,7 +169,14 @@ class Resolver:
         if decision is None:
             if _VALID_HOST.fullmatch(raw_host) is None:
                 return Decision(raw_host[:100].decode("latin-1"), None, INVALID_HOST, False, closes=True)
+            decision = self.missing.get(raw_host)
+            if decision is not None:
+                return decision
             decision = self.table.decide(normalise_host(raw_host), self.target)
+            if not decision.known:  # each 404 page names its host, and any client can invent hosts by the thousand
+                if len(self.missing) < _UNKNOWN_MAX:
+                    self.missing[raw_host] = decision
+                return decision
             if len(self.cache) >= _CACHE_MAX:
                 self.table.forget(self.cache)
             self.cache[raw_host] = decision
@@ -221,7 +231,7 @@ class RouteFeed:
         This runs every second in a thread that holds the GIL while it works, so the usual
         case (nothing changed) costs one HGETALL and one dict comparison, no JSON decoding.
         """
-        raw = self.store.r.hgetall(ROUTES)
+        raw = self._read_all()
         if raw == self._raw and self.table.loaded:
             return
         routes = {}
@@ -232,12 +242,33 @@ class RouteFeed:
         self._raw, self._decoded = raw, routes
         self._apply(self.table.replace, dict(routes))
 
+    def _read_all(self) -> dict[str, str]:
+        """The route hash, undecoded by the client: one entry that is not UTF-8 must not hide the rest."""
+        raw = self.store.r.execute_command("HGETALL", ROUTES, NEVER_DECODE=True)
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        table = {}
+        for key, value in pairs:
+            try:
+                table[key.decode()] = value.decode()
+            except UnicodeDecodeError:
+                log.error("ignoring a route whose host or value is not UTF-8: %r", key[:100])
+        return table
+
+    def _read_one(self, host: str) -> str | None:
+        raw = self.store.r.execute_command("HGET", ROUTES, host, NEVER_DECODE=True)
+        try:
+            return None if raw is None else raw.decode()
+        except UnicodeDecodeError:
+            log.error("ignoring the route for %s: it is not UTF-8", host)
+            return None
+
     def _decode(self, host: str, text: str | None) -> Route | None:
+        """One route, or None when there is none or it is invalid (logged, and the others still apply)."""
         if text is None:
             return None
         try:
             return Route.from_json(host, text)
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # ValueError, or anything a hostile JSON value can raise: never stop the feed
             log.error("ignoring the invalid route for %s (%s): %r", host, exc, text[:200])
             return None
 
@@ -258,7 +289,7 @@ class RouteFeed:
                     if host == "*":
                         self._full()
                     else:
-                        self._apply(self.table.update, host, self._decode(host, self.store.r.hget(ROUTES, host)))
+                        self._apply(self.table.update, host, self._decode(host, self._read_one(host)))
                 if time.monotonic() >= next_sync:
                     self._full()
                     next_sync = time.monotonic() + self.resync

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from mirage_git import embedded_redis
 from mirage_git.models import Route
-from mirage_git.store import Store
+from mirage_git.store import ROUTES, ROUTES_CHANNEL, Store
 
 from .conftest import Client, add_route, start_proxy, wait_for
 
@@ -161,7 +163,7 @@ def test_only_valid_host_values_are_routed_or_cached(tmp_path: Path) -> None:
         decision = resolve(bad)
         assert decision.closes and decision.port is None and decision.page.startswith(b"HTTP/1.1 400 "), bad
         assert bad not in resolve.cache
-    assert len(resolve.cache) == 6
+    assert len(resolve.cache) == 3 and len(resolve.missing) == 3  # [::1], 10.0.0.1 and "" have no route
 
 
 def test_an_invalid_host_gets_400_and_the_connection_closes(proxy, store, upstreams) -> None:
@@ -182,3 +184,56 @@ def test_a_route_whose_port_was_written_as_a_string_still_routes() -> None:
     """Routes are JSON in Redis that anyone may have written; the compiled proxy insists on an int."""
     route = Route.from_json("s.dev.localhost", '{"app": "a", "branch": "s", "state": "live", "port": "38343"}')
     assert route.port == 38343
+
+
+BAD_ROUTES = {  # each raised something other than ValueError once, and froze every route change in the proxy
+    "ports a list": b'{"app": "a", "branch": "b", "state": "live", "port": 1, "ports": [1, 2]}',
+    "port 1e999": b'{"app": "a", "branch": "b", "state": "live", "port": 1e999}',
+    "nested": b"[" * 100_000 + b"]" * 100_000,
+    "not UTF-8": b'{"app": "a", "branch": "\xff", "state": "live", "port": 1}',
+    "app a number": b'{"app": 5, "branch": 7, "state": "building"}',
+    "a JSON string": b'"live"',
+}
+
+
+@pytest.mark.parametrize("raw", BAD_ROUTES.values(), ids=BAD_ROUTES.keys())
+def test_an_invalid_route_is_refused_with_value_error(raw) -> None:
+    with pytest.raises(ValueError):
+        Route.from_json("x.dev.localhost", raw)
+
+
+def test_invalid_routes_in_redis_are_skipped_and_the_others_still_follow(proxy, store, upstreams) -> None:
+    a, _ = upstreams
+    for i, raw in enumerate(BAD_ROUTES.values()):
+        store.r.hset(ROUTES, f"bad-{i}.dev.localhost", raw)
+        store.r.publish(ROUTES_CHANNEL, f"bad-{i}.dev.localhost")
+    store.r.hset(ROUTES, b"\xfe.dev.localhost", b"{}")  # a host that is not UTF-8 either
+    time.sleep(1.5)  # a full resync has read them all
+    add_route(store, proxy.port, "after-bad.dev.localhost", a.port)  # waits until it routes
+    assert _status(proxy.port, "after-bad.dev.localhost") == 200
+    assert _status(proxy.port, "bad-4.dev.localhost") == 404  # skipped, not served
+    assert "ignoring the invalid route for bad-0.dev.localhost" in proxy.logs()
+    assert "route feed failed" not in proxy.logs()
+    assert store.route("bad-0.dev.localhost") is None  # the store reads them as no route too
+
+
+def test_made_up_hosts_cannot_grow_the_proxy_by_one_404_page_each(tmp_path: Path) -> None:
+    """Unit: each 404 page names its host and lists live envs; a client sent 4100 made-up hosts and,
+    with 1000 live envs, the proxy grew by 1 GB. Now 256 are kept and the list stops at 50 links."""
+    from mirage_git import config
+    from mirage_git.proxy import pages, routes
+
+    cfg = config.parse({"data_dir": str(tmp_path), "apps": {"a": {"repo": str(tmp_path)}}})
+    table = routes.RouteTable(cfg)
+    table.replace({f"e{i}.dev.localhost": Route(f"e{i}.dev.localhost", "a", f"e{i}", "live", port=1000 + i)
+                   for i in range(1000)})
+    resolve = table.resolver(None)
+    pages_seen = [resolve(b"r%d.dev.localhost" % i).page for i in range(5000)]
+    assert len(resolve.missing) == 256 and not resolve.cache
+    assert all(p is not None and p.startswith(b"HTTP/1.1 404 ") for p in pages_seen)
+    page = pages_seen[-1].decode()
+    assert "r4999.dev.localhost" in page and page.count("<li>") == pages.LISTED_MAX + 1, page.count("<li>")
+    assert f"{1000 - pages.LISTED_MAX} more on the dashboard" in page and len(page) < 10_000
+    assert resolve(b"e1.dev.localhost").port == 1001 and len(resolve.cache) == 1  # routed hosts still cache
+    table.update("r1.dev.localhost", Route("r1.dev.localhost", "a", "r1", "live", port=7))
+    assert not resolve.missing and resolve(b"r1.dev.localhost").port == 7  # a route change forgets the 404s
