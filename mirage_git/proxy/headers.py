@@ -38,6 +38,7 @@ _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 # A Connection header may list these, but dropping them would change where a message ends (or
 # which env it is for) while its body still goes out: the start of request smuggling.
 _NEVER_DROPPED: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
+MAX_LENGTH: Final = (1 << 63) - 1  # llhttp takes up to 2**64-1; servers with signed 64-bit lengths do not
 _KEPT_REQUEST: Final = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
 # Searched in a lower-cased head: when nothing matches (or only "Connection: keep-alive" does),
@@ -183,6 +184,8 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
                 host, host_span = m[2], m.span()
             elif name == b"content-length":
                 length = int(m[2])
+                if length > MAX_LENGTH:
+                    raise BadRequest("Content-Length is too large")
             elif name == b"transfer-encoding":
                 # llhttp made sure chunked comes last. Any other coding is refused (nginx does the same),
                 # and the header goes upstream in one spelling that every server reads as chunked.

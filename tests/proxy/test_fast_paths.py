@@ -418,6 +418,8 @@ ALONE = {  # each alone in one read, so `_fast` sees it first (test_pages sends 
     "folded host": b"GET / HTTP/1.1\r\nHost: {h}\r\n other.dev.localhost\r\n\r\n",
     "bare LF in a header": b"GET / HTTP/1.1\r\nHost: {h}\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
     "bare CR in a header": b"GET / HTTP/1.1\r\nHost: {h}\rX-Forwarded-For: 6.6.6.6\r\n\r\n",
+    # llhttp takes up to 2**64-1; a server that reads a signed 64-bit length would frame the body otherwise
+    "length over 2**63-1": b"POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: 9223372036854775808\r\n\r\n",
 }
 
 
