@@ -212,6 +212,9 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
         cuts.extend(_listed(head, listed))
 
     line_end = head.find(b"\r\n")
+    http11 = head.endswith(b" HTTP/1.1", 0, line_end)
+    if not http11 and not head.endswith(b" HTTP/1.0", 0, line_end):  # llhttp takes any HTTP/d.d
+        raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are served")
     space = head.find(b" ")
     if head[space + 1:space + 2] not in (b"/", b"*"):
         # absolute-form (RFC 9112 §3.2.2): route by its authority, send origin-form upstream
@@ -244,7 +247,6 @@ def _request(head: bytes, client_ip: bytes, proto: bytes) -> Request:
     if upgrade:
         tail += b"\r\nConnection: upgrade"
     parts.append(tail + b"\r\n\r\n")
-    http11 = head.endswith(b" HTTP/1.1", 0, line_end)
     return Request(b"".join(parts), host, length, chunked, http11 and b"close" not in tokens, upgrade, expect,
                    head.startswith(b"HEAD "), http11)
 

@@ -419,6 +419,8 @@ ALONE = {  # each alone in one read, so `_fast` sees it first (test_pages sends 
     "bare LF in a header": b"GET / HTTP/1.1\r\nHost: {h}\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
     "bare CR in a header": b"GET / HTTP/1.1\r\nHost: {h}\rX-Forwarded-For: 6.6.6.6\r\n\r\n",
     # llhttp takes up to 2**64-1; a server that reads a signed 64-bit length would frame the body otherwise
+    "HTTP/2.0 request line": b"GET / HTTP/2.0\r\nHost: {h}\r\n\r\n",  # llhttp takes it; it would go upstream as is
+    "HTTP/1.2 request line": b"GET / HTTP/1.2\r\nHost: {h}\r\n\r\n",
     "length over 2**63-1": b"POST / HTTP/1.1\r\nHost: {h}\r\nContent-Length: 9223372036854775808\r\n\r\n",
 }
 
