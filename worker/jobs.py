@@ -90,7 +90,7 @@ def deploy(app: str, branch: str, commit: str | None = None) -> str:
             else:
                 commit = source.fetch(cache, origin, branch, commit, log)
             subject = job.subject or source.subject(cache, commit)
-            ctx.store.update_job(job.id, commit=commit, **({"subject": subject} if subject else {}))
+            ctx.store.update_job(job.id, commit=commit, subject=subject)
             log(f"commit {commit}")
             source.export(cache, commit, appcfg.context, workdir)
         _check_latest(ctx, job)
