@@ -8,6 +8,7 @@ resume from an entry id) and the slug table that keeps hostnames stable.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,8 @@ import redis
 
 from .errors import Unavailable
 from .models import Env, Job, Route
+
+log = logging.getLogger("mirage_git.store")
 
 # Key names. Hosts are unique across apps, so they identify an env.
 ROUTES = "mirage:routes"  # hash: host → Route JSON
@@ -105,11 +108,26 @@ class Store:
     # --- routes: written by workers, read by the proxy ----------------------------------
     def route(self, host: str) -> Route | None:
         """The route for `host`; None when there is none, or only an invalid one (the next write replaces it)."""
-        raw = self.r.hget(ROUTES, host)
+        text = self.route_text(host)
         try:
-            return Route.from_json(host, raw) if raw else None
+            return Route.from_json(host, text) if text else None
         except ValueError:
             return None
+
+    def route_texts(self) -> dict[str, str]:
+        """Every route's JSON text by host, read undecoded: one entry that is not UTF-8 must not hide the rest."""
+        raw = self.r.execute_command("HGETALL", ROUTES, NEVER_DECODE=True)
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        texts = {}
+        for key, value in pairs:
+            host, text = _utf8(key), _utf8(value)
+            if host is not None and text is not None:
+                texts[host] = text
+        return texts
+
+    def route_text(self, host: str) -> str | None:
+        """One route's JSON text; None when there is none, or it is not UTF-8."""
+        return _utf8(self.r.execute_command("HGET", ROUTES, host, NEVER_DECODE=True))
 
     def set_route(self, route: Route) -> None:
         pipe = self.r.pipeline()
@@ -361,3 +379,14 @@ class Store:
             target.hdel(key, *dels)
         if pipe is None:
             target.execute()
+
+
+def _utf8(raw: bytes | None) -> str | None:
+    """A route's host or text as read from Redis; None (logged) when someone wrote bytes that are not UTF-8."""
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        log.error("ignoring route data that is not UTF-8: %r", raw[:100])
+        return None

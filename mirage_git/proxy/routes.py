@@ -21,7 +21,7 @@ import redis
 
 from ..config import Config
 from ..models import Route
-from ..store import ROUTES, Store
+from ..store import Store
 from . import pages
 
 log = logging.getLogger("mirage_git.proxy")
@@ -231,7 +231,7 @@ class RouteFeed:
         This runs every second in a thread that holds the GIL while it works, so the usual
         case (nothing changed) costs one HGETALL and one dict comparison, no JSON decoding.
         """
-        raw = self._read_all()
+        raw = self.store.route_texts()
         if raw == self._raw and self.table.loaded:
             return
         routes = {}
@@ -241,26 +241,6 @@ class RouteFeed:
                 routes[host] = route
         self._raw, self._decoded = raw, routes
         self._apply(self.table.replace, dict(routes))
-
-    def _read_all(self) -> dict[str, str]:
-        """The route hash, undecoded by the client: one entry that is not UTF-8 must not hide the rest."""
-        raw = self.store.r.execute_command("HGETALL", ROUTES, NEVER_DECODE=True)
-        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-        table = {}
-        for key, value in pairs:
-            try:
-                table[key.decode()] = value.decode()
-            except UnicodeDecodeError:
-                log.error("ignoring a route whose host or value is not UTF-8: %r", key[:100])
-        return table
-
-    def _read_one(self, host: str) -> str | None:
-        raw = self.store.r.execute_command("HGET", ROUTES, host, NEVER_DECODE=True)
-        try:
-            return None if raw is None else raw.decode()
-        except UnicodeDecodeError:
-            log.error("ignoring the route for %s: it is not UTF-8", host)
-            return None
 
     def _decode(self, host: str, text: str | None) -> Route | None:
         """One route, or None when there is none or it is invalid (logged, and the others still apply)."""
@@ -289,7 +269,7 @@ class RouteFeed:
                     if host == "*":
                         self._full()
                     else:
-                        self._apply(self.table.update, host, self._decode(host, self._read_one(host)))
+                        self._apply(self.table.update, host, self._decode(host, self.store.route_text(host)))
                 if time.monotonic() >= next_sync:
                     self._full()
                     next_sync = time.monotonic() + self.resync
