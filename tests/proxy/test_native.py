@@ -14,7 +14,7 @@ import pytest
 
 from mirage_git.proxy import native
 
-from .conftest import ProxyProcess
+from .conftest import ProxyProcess, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +25,8 @@ def _keep_status(monkeypatch) -> None:
 def test_the_proxy_says_which_build_of_the_hot_path_it_runs(proxy: ProxyProcess) -> None:
     # Both params of `proxy` come through here: the native one must really be native, or every
     # "native" proxy test would silently have tested the Python modules.
+    # The listening port opens just before the startup line is written: wait for that line.
+    wait_for(lambda: "hot path:" in proxy.logs())
     native_wanted = "MIRAGE_PROXY_NATIVE=0" not in proxy.logs()
     if native_wanted:
         assert native.unusable() is None, f"run scripts/setup (or mirage-git build-proxy): {native.unusable()}"
